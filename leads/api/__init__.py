@@ -1,0 +1,1 @@
+"""The lead and event API (CONTRACT §3)."""

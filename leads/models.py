@@ -1,0 +1,266 @@
+"""Leads and what is known about them: identities, tags, events, stage history, merges, API keys."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+# The identities of a lead, in the order upsert matches them (CONTRACT §3).
+IDENTITY_FIELDS: tuple[str, ...] = (
+    "external_id",
+    "phone",
+    "email",
+    "wecom_external_userid",
+    "wechat_unionid",
+)
+
+
+class Stage(models.TextChoices):
+    RL = "rl", _("Raw lead")
+    MIL = "mil", _("MIL (registered)")
+    MQL = "mql", _("MQL")
+    SQL = "sql", _("SQL")
+    WON = "won", _("Won")
+    LOST = "lost", _("Lost")
+    RECYCLED = "recycled", _("Recycled")
+
+
+class Temperature(models.TextChoices):
+    HOT = "hot", _("Hot")
+    WARM = "warm", _("Warm")
+    COLD = "cold", _("Cold")
+
+
+class Lead(models.Model):
+    external_id = models.CharField(_("external id"), max_length=128, null=True, blank=True, unique=True)
+    name = models.CharField(_("name"), max_length=128, blank=True, default="")
+    company = models.CharField(_("company"), max_length=200, blank=True, default="")
+    title = models.CharField(_("job title"), max_length=128, blank=True, default="")
+    industry = models.CharField(_("industry"), max_length=64, blank=True, default="")
+    company_size = models.CharField(_("company size"), max_length=32, blank=True, default="")
+    phone = models.CharField(_("mobile phone"), max_length=20, null=True, blank=True, unique=True)
+    email = models.EmailField(_("email"), max_length=254, null=True, blank=True, unique=True)
+    wecom_external_userid = models.CharField(
+        _("WeCom external user id"), max_length=128, null=True, blank=True, unique=True
+    )
+    wechat_unionid = models.CharField(_("WeChat unionid"), max_length=128, null=True, blank=True, unique=True)
+    source = models.CharField(_("source"), max_length=64, blank=True, default="")
+    stage = models.CharField(_("stage"), max_length=16, choices=Stage.choices, default=Stage.RL)
+    bant_budget = models.BooleanField(_("BANT: budget"), default=False)
+    bant_authority = models.BooleanField(_("BANT: authority"), default=False)
+    bant_need = models.BooleanField(_("BANT: need"), default=False)
+    bant_timeline = models.BooleanField(_("BANT: timeline"), default=False)
+    consent = models.BooleanField(_("consent to be contacted"), default=False)
+    consent_at = models.DateTimeField(_("consent given at"), null=True, blank=True)
+    consent_version = models.CharField(_("consent text version"), max_length=32, blank=True, default="")
+    do_not_contact = models.BooleanField(_("do not contact"), default=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner (SDR)"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_leads",
+    )
+    score = models.IntegerField(_("score"), default=0)
+    temperature = models.CharField(
+        _("temperature"), max_length=8, choices=Temperature.choices, default=Temperature.COLD
+    )
+    properties = models.JSONField(_("properties"), default=dict, blank=True)
+    last_inbound_at = models.DateTimeField(_("last inbound signal"), null=True, blank=True)
+    last_event_at = models.DateTimeField(_("last event"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("lead")
+        verbose_name_plural = _("leads")
+        indexes = [
+            models.Index(fields=["updated_at", "id"], name="lead_updated_id"),
+            models.Index(fields=["stage"], name="lead_stage"),
+            models.Index(fields=["temperature", "score"], name="lead_temperature_score"),
+            models.Index(fields=["source"], name="lead_source"),
+        ]
+
+    def __str__(self) -> str:
+        label = self.name or self.phone or self.email or self.external_id or "-"
+        return f"#{self.pk} {label}" + (f" ({self.company})" if self.company else "")
+
+    @property
+    def bant(self) -> dict[str, bool]:
+        return {
+            "budget": self.bant_budget,
+            "authority": self.bant_authority,
+            "need": self.bant_need,
+            "timeline": self.bant_timeline,
+        }
+
+    @property
+    def bant_count(self) -> int:
+        return sum(self.bant.values())
+
+    def identities(self) -> dict[str, str]:
+        return {f: getattr(self, f) for f in IDENTITY_FIELDS if getattr(self, f)}
+
+
+class Tag(models.Model):
+    """A tag; `name` is the full `group:value` string that rules and the API use."""
+
+    name = models.CharField(_("name"), max_length=128, unique=True)
+    group = models.CharField(_("group"), max_length=32, blank=True, default="", db_index=True)
+    label = models.CharField(_("label"), max_length=96)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("tag")
+        verbose_name_plural = _("tags")
+        ordering = ["group", "label"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LeadTag(models.Model):
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="lead_tags")
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="lead_tags")
+    count = models.PositiveIntegerField(_("count"), default=1)
+    first_at = models.DateTimeField(_("first at"))
+    last_at = models.DateTimeField(_("last at"))
+    source = models.CharField(_("source"), max_length=64, blank=True, default="")
+
+    class Meta:
+        verbose_name = _("lead tag")
+        verbose_name_plural = _("lead tags")
+        constraints = [models.UniqueConstraint(fields=["lead", "tag"], name="leadtag_unique")]
+        # The tag filter of the lead list walks (tag, lead) in lead order.
+        indexes = [models.Index(fields=["tag", "lead"], name="leadtag_tag_lead")]
+
+    def __str__(self) -> str:
+        return f"{self.tag.name} ×{self.count}"
+
+
+class Event(models.Model):
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(_("type"), max_length=64)
+    occurred_at = models.DateTimeField(_("occurred at"))
+    properties = models.JSONField(_("properties"), default=dict, blank=True)
+    event_id = models.CharField(_("event id"), max_length=128, null=True, blank=True, unique=True)
+    source = models.CharField(_("source"), max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(_("recorded at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("event")
+        verbose_name_plural = _("events")
+        indexes = [
+            models.Index(fields=["lead", "type", "occurred_at"], name="event_lead_type_at"),
+            models.Index(fields=["type", "occurred_at"], name="event_type_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} @ {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class StageChange(models.Model):
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="stage_changes")
+    from_stage = models.CharField(_("from"), max_length=16, choices=Stage.choices, blank=True, default="")
+    to_stage = models.CharField(_("to"), max_length=16, choices=Stage.choices)
+    reason = models.CharField(_("reason"), max_length=255, blank=True, default="")
+    amount = models.DecimalField(_("amount"), max_digits=14, decimal_places=2, null=True, blank=True)
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("by"), null=True, blank=True, on_delete=models.SET_NULL
+    )
+    actor = models.CharField(_("actor"), max_length=64, blank=True, default="", help_text=_("API key or system"))
+    at = models.DateTimeField(_("at"))
+
+    class Meta:
+        verbose_name = _("stage change")
+        verbose_name_plural = _("stage changes")
+        indexes = [models.Index(fields=["lead", "at"], name="stagechange_lead_at")]
+
+    def __str__(self) -> str:
+        return f"{self.from_stage or '-'} → {self.to_stage}"
+
+
+class LeadMerge(models.Model):
+    """A lead folded into an older one; `merged_id` keeps resolving to the survivor."""
+
+    survivor = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="merges")
+    merged_id = models.BigIntegerField(_("merged lead id"), unique=True)
+    identities = models.JSONField(_("identities of the merged lead"), default=dict)
+    snapshot = models.JSONField(_("fields of the merged lead"), default=dict)
+    why = models.CharField(_("why"), max_length=255)
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("by"), null=True, blank=True, on_delete=models.SET_NULL
+    )
+    at = models.DateTimeField(_("at"))
+
+    class Meta:
+        verbose_name = _("lead merge")
+        verbose_name_plural = _("lead merges")
+
+    def __str__(self) -> str:
+        return f"#{self.merged_id} → #{self.survivor_id}"
+
+
+class ApiKey(models.Model):
+    """An API key; only its SHA-256 digest is stored, the key itself is shown once."""
+
+    class Scope(models.TextChoices):
+        READ = "read", _("read")
+        WRITE = "write", _("write")
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    prefix = models.CharField(_("prefix"), max_length=12, db_index=True)
+    digest = models.CharField(_("digest"), max_length=64, unique=True)
+    scopes = models.JSONField(_("scopes"), default=list)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class KeywordTagRule(models.Model):
+    """Bulk keyword tagging: leads whose company (or a property) contains any keyword get the tag."""
+
+    class Field(models.TextChoices):
+        COMPANY = "company", _("company name")
+        TITLE = "title", _("job title")
+        INDUSTRY = "industry", _("industry")
+        PROPERTY = "property", _("a property")
+
+    name = models.CharField(_("name"), max_length=100)
+    field = models.CharField(_("field"), max_length=16, choices=Field.choices, default=Field.COMPANY)
+    property_key = models.CharField(
+        _("property key"), max_length=64, blank=True, default="", help_text=_("Only when field is a property")
+    )
+    keywords = models.TextField(_("keywords"), help_text=_("One per line or separated by commas"))
+    tag_name = models.CharField(_("tag"), max_length=128, help_text=_("group:value, e.g. industry:信息科技"))
+    last_applied_at = models.DateTimeField(_("last applied at"), null=True, blank=True)
+    last_applied_count = models.IntegerField(_("leads tagged last time"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("keyword tagging rule")
+        verbose_name_plural = _("keyword tagging rules")
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(field="property") | ~Q(property_key=""), name="keywordrule_property_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def keyword_list(self) -> list[str]:
+        raw = self.keywords.replace("，", ",").replace("\n", ",")
+        return [word.strip() for word in raw.split(",") if word.strip()]

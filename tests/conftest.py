@@ -1,0 +1,33 @@
+import pytest
+from rest_framework.test import APIClient
+
+from leads.auth import api_key_create
+
+
+@pytest.fixture
+def make_client(db):
+    """An API client with a fresh key of the given scopes."""
+    counter = {"n": 0}
+
+    def make(scopes=("read", "write")) -> APIClient:
+        counter["n"] += 1
+        _, plain = api_key_create(name=f"test-key-{counter['n']}", scopes=list(scopes))
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {plain}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api(make_client) -> APIClient:
+    return make_client()
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    # Throttle counters live in the cache; every test starts with none.
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
