@@ -5,7 +5,18 @@ from leads.models import ApiKey, Event, KeywordTagRule, Lead, LeadMerge, LeadTag
 
 @admin.register(Lead)
 class LeadAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "company", "phone", "email", "stage", "source", "owner", "score", "updated_at"]
+    list_display = [
+        "id",
+        "name",
+        "company",
+        "phone",
+        "email",
+        "stage",
+        "source",
+        "owner",
+        "score",
+        "updated_at",
+    ]
     search_fields = ["name", "company", "phone", "email"]
     list_filter = ["stage", "source", "owner"]
 

@@ -21,8 +21,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, IntegrityError):
         logger.info("conflict: %s", exc)
         return Response(
-            {"detail": "This conflicts with existing data.", "code": "conflict"}, status=status.HTTP_409_CONFLICT
+            {"detail": "This conflicts with existing data.", "code": "conflict"},
+            status=status.HTTP_409_CONFLICT,
         )
     if isinstance(exc, DataError):
-        return Response({"detail": "A value is out of range.", "code": "invalid"}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            {"detail": "A value is out of range.", "code": "invalid"}, status=status.HTTP_400_BAD_REQUEST
+        )
     return drf_exception_handler(exc, context)

@@ -23,10 +23,14 @@ def api_key_create(*, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
     """Create a key and return it with the plain key, which is shown once and never stored."""
     unknown = set(scopes) - set(ApiKey.Scope.values)
     if unknown or not scopes:
-        raise ValueError(f"scopes must be among {', '.join(ApiKey.Scope.values)}; got {', '.join(scopes) or 'none'}")
+        raise ValueError(
+            f"scopes must be among {', '.join(ApiKey.Scope.values)}; got {', '.join(scopes) or 'none'}"
+        )
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
-        key = ApiKey.objects.create(name=name, prefix=plain[:10], digest=_digest(plain), scopes=sorted(set(scopes)))
+        key = ApiKey.objects.create(
+            name=name, prefix=plain[:10], digest=_digest(plain), scopes=sorted(set(scopes))
+        )
     return key, plain
 
 

@@ -171,7 +171,9 @@ class StageChange(models.Model):
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("by"), null=True, blank=True, on_delete=models.SET_NULL
     )
-    actor = models.CharField(_("actor"), max_length=64, blank=True, default="", help_text=_("API key or system"))
+    actor = models.CharField(
+        _("actor"), max_length=64, blank=True, default="", help_text=_("API key or system")
+    )
     at = models.DateTimeField(_("at"))
 
     class Meta:

@@ -44,7 +44,15 @@ PROFILE_FIELDS: tuple[str, ...] = (
 WRITABLE_FIELDS: tuple[str, ...] = IDENTITY_FIELDS + PROFILE_FIELDS + ("stage", "properties")
 
 # Funnel order for merges: the survivor keeps the further stage.
-STAGE_RANK = {Stage.RL: 0, Stage.RECYCLED: 1, Stage.MIL: 2, Stage.MQL: 3, Stage.SQL: 4, Stage.LOST: 5, Stage.WON: 6}
+STAGE_RANK = {
+    Stage.RL: 0,
+    Stage.RECYCLED: 1,
+    Stage.MIL: 2,
+    Stage.MQL: 3,
+    Stage.SQL: 4,
+    Stage.LOST: 5,
+    Stage.WON: 6,
+}
 
 # Event types that are a signal from the lead itself (silence is measured from the last of these).
 INBOUND_EVENT_TYPES = frozenset(
@@ -263,7 +271,9 @@ def lead_bulk_upsert(
         try:
             outcome = lead_upsert(data=item, tags=tags[index], why=why, now=now)
         except IdentityConflict as exc:
-            results[index] = BulkItemResult(index=index, status="error", errors={"non_field_errors": [str(exc)]})
+            results[index] = BulkItemResult(
+                index=index, status="error", errors={"non_field_errors": [str(exc)]}
+            )
         else:
             results[index] = BulkItemResult(
                 index=index,
@@ -339,13 +349,17 @@ def _bulk_upsert_fast(
     if touched and changed_fields:
         for lead in touched.values():
             lead.updated_at = now
-        Lead.objects.bulk_update(list(touched.values()), sorted(changed_fields | {"updated_at"}), batch_size=500)
+        Lead.objects.bulk_update(
+            list(touched.values()), sorted(changed_fields | {"updated_at"}), batch_size=500
+        )
 
     tag_names = {name for index in item_lead for name in tags[index]}
     if tag_names:
         tag_by_name = tags_get_or_create(names=tag_names)
         pairs = [
-            (item_lead[index].pk, tag_by_name[tag_name_normalize(name)].pk) for index in item_lead for name in tags[index]
+            (item_lead[index].pk, tag_by_name[tag_name_normalize(name)].pk)
+            for index in item_lead
+            for name in tags[index]
         ]
         lead_tags_stamp(pairs=pairs, source="import", now=now)
 
@@ -376,7 +390,9 @@ def lead_merge(
     with transaction.atomic():
         locked = {
             lead.pk: lead
-            for lead in Lead.objects.select_for_update().filter(pk__in=[survivor.pk, merged.pk]).order_by("pk")
+            for lead in Lead.objects.select_for_update()
+            .filter(pk__in=[survivor.pk, merged.pk])
+            .order_by("pk")
         }
         if merged.pk not in locked or survivor.pk not in locked:
             raise Lead.DoesNotExist("one of the leads to merge no longer exists")
@@ -384,7 +400,9 @@ def lead_merge(
         merged.refresh_from_db()
         identities = merged.identities()
         snapshot = {
-            f.attname: _jsonable(getattr(merged, f.attname)) for f in Lead._meta.concrete_fields if f.name != "id"
+            f.attname: _jsonable(getattr(merged, f.attname))
+            for f in Lead._meta.concrete_fields
+            if f.name != "id"
         }
 
         # Identities are unique: free them on the merged lead before the survivor takes them.
@@ -407,7 +425,13 @@ def lead_merge(
                 )
         LeadMerge.objects.filter(survivor=merged).update(survivor=survivor)
         LeadMerge.objects.create(
-            survivor=survivor, merged_id=merged.pk, identities=identities, snapshot=snapshot, why=why, by=by, at=now
+            survivor=survivor,
+            merged_id=merged.pk,
+            identities=identities,
+            snapshot=snapshot,
+            why=why,
+            by=by,
+            at=now,
         )
         merged.delete()
     return survivor
@@ -541,7 +565,9 @@ class EventInput:
     source: str = ""
 
 
-def event_record_bulk(*, items: Sequence[EventInput | None], now: datetime | None = None) -> list[dict[str, Any]]:
+def event_record_bulk(
+    *, items: Sequence[EventInput | None], now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Record events; `None` items are already-reported errors. Returns per-item status, in order.
 
     A repeated `event_id` (in this batch or before) is `duplicate` and stored once. An identity that
@@ -551,10 +577,15 @@ def event_record_bulk(*, items: Sequence[EventInput | None], now: datetime | Non
     statuses: list[dict[str, Any] | None] = [None] * len(items)
 
     # Resolve leads given by identity through the bulk upsert (which creates unknown ones).
-    by_identity = [(i, item) for i, item in enumerate(items) if item is not None and item.identity is not None]
+    by_identity = [
+        (i, item) for i, item in enumerate(items) if item is not None and item.identity is not None
+    ]
     if by_identity:
         upserts = lead_bulk_upsert(
-            items=[{**item.identity, "source": item.identity.get("source") or item.source} for _, item in by_identity],
+            items=[
+                {**item.identity, "source": item.identity.get("source") or item.source}
+                for _, item in by_identity
+            ],
             why="event",
             now=now,
         )
@@ -572,7 +603,11 @@ def event_record_bulk(*, items: Sequence[EventInput | None], now: datetime | Non
     )
 
     event_ids = {item.event_id for item in items if item is not None and item.event_id}
-    seen = set(Event.objects.filter(event_id__in=event_ids).values_list("event_id", flat=True)) if event_ids else set()
+    seen = (
+        set(Event.objects.filter(event_id__in=event_ids).values_list("event_id", flat=True))
+        if event_ids
+        else set()
+    )
     rows: list[tuple[int, Event]] = []
     for index, item in enumerate(items):
         if item is None or statuses[index] is not None:
@@ -582,7 +617,12 @@ def event_record_bulk(*, items: Sequence[EventInput | None], now: datetime | Non
             statuses[index] = {"index": index, "status": "error", "errors": {"lead": ["no such lead"]}}
             continue
         if item.event_id and item.event_id in seen:
-            statuses[index] = {"index": index, "status": "duplicate", "event_id": item.event_id, "lead": lead_id}
+            statuses[index] = {
+                "index": index,
+                "status": "duplicate",
+                "event_id": item.event_id,
+                "lead": lead_id,
+            }
             continue
         if item.event_id:
             seen.add(item.event_id)
@@ -616,7 +656,9 @@ def _events_insert(rows: list[tuple[int, Event]]) -> set[int]:
     except IntegrityError:
         ids = [event.event_id for _, event in rows if event.event_id]
         taken = set(Event.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
-        remaining = [(index, event) for index, event in rows if not event.event_id or event.event_id not in taken]
+        remaining = [
+            (index, event) for index, event in rows if not event.event_id or event.event_id not in taken
+        ]
         for _, event in remaining:
             event.pk = None
         return _events_insert(remaining) if len(remaining) < len(rows) else set()
@@ -639,7 +681,9 @@ def _leads_note_events(events: list[Event]) -> None:
     _lead_times_forward("last_event_at", last)
     _lead_times_forward("last_inbound_at", inbound)
     if optout:
-        Lead.objects.filter(pk__in=optout, do_not_contact=False).update(do_not_contact=True, updated_at=timezone_now())
+        Lead.objects.filter(pk__in=optout, do_not_contact=False).update(
+            do_not_contact=True, updated_at=timezone_now()
+        )
 
 
 def _lead_times_forward(column: str, values: dict[int, datetime]) -> None:

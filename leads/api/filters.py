@@ -18,9 +18,13 @@ class LeadFilter(filters.FilterSet):
     pool = filters.CharFilter(method="filter_pool", max_length=64, help_text="pool slug")
     owner = filters.CharFilter(method="filter_owner", max_length=150, help_text="username or user id")
     updated_since = filters.IsoDateTimeFilter(
-        field_name="updated_at", lookup_expr="gte", help_text="ISO 8601; results ordered by update time then id"
+        field_name="updated_at",
+        lookup_expr="gte",
+        help_text="ISO 8601; results ordered by update time then id",
     )
-    q = filters.CharFilter(method="filter_text", max_length=100, help_text="text in name, company, phone, email")
+    q = filters.CharFilter(
+        method="filter_text", max_length=100, help_text="text in name, company, phone, email"
+    )
     external_id = filters.CharFilter(method="filter_identity", max_length=128)
     phone = filters.CharFilter(method="filter_identity", max_length=40)
     email = filters.CharFilter(method="filter_identity", max_length=254)

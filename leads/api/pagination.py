@@ -104,14 +104,22 @@ class KeysetPagination(BasePagination):
             bound = oldest_writing_transaction_start()
             bounded = queryset if bound is None else queryset.filter(updated_at__lt=bound - IN_FLIGHT_MARGIN)
             rows = list(bounded[: size + 1])
-            cut_short = len(rows) <= size and bound is not None and queryset[len(rows) : len(rows) + 1].exists()
+            cut_short = (
+                len(rows) <= size and bound is not None and queryset[len(rows) : len(rows) + 1].exists()
+            )
             if not cut_short or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)  # a writer is committing rows that belong on this page: let it finish
         page = rows[:size]
         if len(rows) > size or cut_short:
             # After a cut-short page the cursor says where to come back for what is still committing.
-            last = (page[-1].updated_at.isoformat(), page[-1].pk) if page else (cursor["u"], cursor["i"]) if cursor else None
+            last = (
+                (page[-1].updated_at.isoformat(), page[-1].pk)
+                if page
+                else (cursor["u"], cursor["i"])
+                if cursor
+                else None
+            )
             if last is not None:
                 self.next_token = _encode({"u": last[0], "i": last[1]})
         return page
@@ -134,5 +142,10 @@ class KeysetPagination(BasePagination):
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         return [
             {"name": "cursor", "required": False, "in": "query", "schema": {"type": "string"}},
-            {"name": "page_size", "required": False, "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+            {
+                "name": "page_size",
+                "required": False,
+                "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+            },
         ]

@@ -220,7 +220,10 @@ class TagsChangeSerializer(serializers.Serializer):
 
 
 @extend_schema_field(
-    {"oneOf": [{"type": "integer"}, {"type": "object", "additionalProperties": True}], "description": "lead id or identities"}
+    {
+        "oneOf": [{"type": "integer"}, {"type": "object", "additionalProperties": True}],
+        "description": "lead id or identities",
+    }
 )
 class LeadRefField(serializers.Field):
     """An event's lead: its id, or an object of identities (unknown identities create the lead)."""

@@ -69,7 +69,10 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def _answer(self, lead: Lead, code: int) -> Response:
         return Response(LeadSerializer(_lead_queryset().get(pk=lead.pk)).data, status=code)
 
-    @extend_schema(request=LeadWriteSerializer, responses={201: LeadSerializer, 409: OpenApiResponse(description="identity in use")})
+    @extend_schema(
+        request=LeadWriteSerializer,
+        responses={201: LeadSerializer, 409: OpenApiResponse(description="identity in use")},
+    )
     def create(self, request: Request) -> Response:
         serializer = LeadWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -107,11 +110,22 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             else:
                 items.append(None)
                 tags.append([])
-                errors.append(serializer.errors if isinstance(entry, dict) else {"non_field_errors": ["must be an object"]})
+                errors.append(
+                    serializer.errors
+                    if isinstance(entry, dict)
+                    else {"non_field_errors": ["must be an object"]}
+                )
         results = [r.as_dict() for r in services.lead_bulk_upsert(items=items, tags=tags, errors=errors)]
-        counts = {key: sum(1 for r in results if r["status"] == key) for key in ("created", "updated", "error")}
+        counts = {
+            key: sum(1 for r in results if r["status"] == key) for key in ("created", "updated", "error")
+        }
         return Response(
-            {"created": counts["created"], "updated": counts["updated"], "errors": counts["error"], "results": results}
+            {
+                "created": counts["created"],
+                "updated": counts["updated"],
+                "errors": counts["error"],
+                "results": results,
+            }
         )
 
     @extend_schema(request=LeadWriteSerializer, responses={200: LeadSerializer})
@@ -172,10 +186,31 @@ class EventView(APIView):
     """Record one event or a list of up to 1,000; idempotent by `event_id`."""
 
     @extend_schema(
-        request={"application/json": {"oneOf": [{"$ref": "#/components/schemas/EventWriteRequest"}, {"type": "array", "items": {"$ref": "#/components/schemas/EventWriteRequest"}, "maxItems": MAX_BATCH}]}},
+        request={
+            "application/json": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/EventWriteRequest"},
+                    {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/EventWriteRequest"},
+                        "maxItems": MAX_BATCH,
+                    },
+                ]
+            }
+        },
         responses={
-            200: inline_serializer("EventBatchResult", {"created": serializers.IntegerField(), "duplicates": serializers.IntegerField(), "errors": serializers.IntegerField(), "results": serializers.ListField(child=serializers.DictField())}),
-            201: inline_serializer("EventResult", {"status": serializers.CharField(), "lead": serializers.IntegerField()}),
+            200: inline_serializer(
+                "EventBatchResult",
+                {
+                    "created": serializers.IntegerField(),
+                    "duplicates": serializers.IntegerField(),
+                    "errors": serializers.IntegerField(),
+                    "results": serializers.ListField(child=serializers.DictField()),
+                },
+            ),
+            201: inline_serializer(
+                "EventResult", {"status": serializers.CharField(), "lead": serializers.IntegerField()}
+            ),
         },
     )
     def post(self, request: Request) -> Response:
@@ -193,7 +228,11 @@ class EventView(APIView):
             if not isinstance(entry, dict) or not serializer.is_valid():
                 if not many:
                     serializer.is_valid(raise_exception=True)
-                errors[index] = serializer.errors if isinstance(entry, dict) else {"non_field_errors": ["must be an object"]}
+                errors[index] = (
+                    serializer.errors
+                    if isinstance(entry, dict)
+                    else {"non_field_errors": ["must be an object"]}
+                )
                 inputs.append(None)
                 continue
             data = serializer.validated_data
@@ -210,16 +249,28 @@ class EventView(APIView):
                 )
             )
         recorded = {r["index"]: r for r in services.event_record_bulk(items=inputs, now=now)}
-        results = [recorded.get(i) or {"index": i, "status": "error", "errors": errors.get(i, {})} for i in range(len(raw))]
+        results = [
+            recorded.get(i) or {"index": i, "status": "error", "errors": errors.get(i, {})}
+            for i in range(len(raw))
+        ]
         if not many:
             result = results[0]
             if result["status"] == "error":
                 raise ValidationError(result["errors"])
             body = {key: value for key, value in result.items() if key != "index"}
-            return Response(body, status=status.HTTP_201_CREATED if result["status"] == "created" else status.HTTP_200_OK)
-        counts = {key: sum(1 for r in results if r["status"] == key) for key in ("created", "duplicate", "error")}
+            return Response(
+                body, status=status.HTTP_201_CREATED if result["status"] == "created" else status.HTTP_200_OK
+            )
+        counts = {
+            key: sum(1 for r in results if r["status"] == key) for key in ("created", "duplicate", "error")
+        }
         return Response(
-            {"created": counts["created"], "duplicates": counts["duplicate"], "errors": counts["error"], "results": results}
+            {
+                "created": counts["created"],
+                "duplicates": counts["duplicate"],
+                "errors": counts["error"],
+                "results": results,
+            }
         )
 
 

@@ -9,7 +9,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="a name that says who uses the key, e.g. crm-sync")
-        parser.add_argument("--scopes", default="read,write", help="comma-separated: read, write (default both)")
+        parser.add_argument(
+            "--scopes", default="read,write", help="comma-separated: read, write (default both)"
+        )
 
     def handle(self, *args, **options):
         scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
@@ -19,5 +21,7 @@ class Command(BaseCommand):
             key, plain = api_key_create(name=options["name"], scopes=scopes)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        self.stderr.write(f"API key {key.name!r} with scopes {','.join(key.scopes)} (shown once, store it now):")
+        self.stderr.write(
+            f"API key {key.name!r} with scopes {','.join(key.scopes)} (shown once, store it now):"
+        )
         self.stdout.write(plain)
