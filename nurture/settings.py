@@ -170,6 +170,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "leads.api.schema.add_error_responses",
+    ],
+    "ENUM_NAME_OVERRIDES": {"LeadStageEnum": "leads.models.Stage"},
 }
 
 LOGGING = {

@@ -69,6 +69,7 @@ class BantSerializer(serializers.Serializer):
     timeline = serializers.BooleanField(required=False)
 
 
+@extend_schema_field({"type": "string", "nullable": True, "description": "username of the owning SDR"})
 class OwnerField(serializers.Field):
     """The SDR who owns the lead, by username (or user id)."""
 
