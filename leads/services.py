@@ -15,9 +15,11 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Case, DateTimeField, F, Q, Value, When
+from django.db.models.functions import Coalesce, Greatest
 from django.utils.timezone import now as timezone_now
 
+from leads.bulk import rows_insert, rows_update
 from leads.models import IDENTITY_FIELDS, Event, Lead, LeadMerge, LeadTag, Stage, StageChange
 from leads.tagging import lead_tags_stamp, tag_name_normalize, tags_get_or_create
 
@@ -216,13 +218,13 @@ def _lead_upsert_once(
         lead = matches[0]
         created = False
         for other in matches[1:]:
+            merged_ids.append(other.pk)
             lead_merge(
                 survivor=lead,
                 merged=other,
                 why=f"{why}: one payload matched #{lead.pk} and #{other.pk} ({', '.join(identities)})",
                 now=now,
             )
-            merged_ids.append(other.pk)
     changed = _apply(lead, data)
     if created or changed:
         lead.save()
@@ -344,14 +346,11 @@ def _bulk_upsert_fast(
             by_identity[key] = lead
         item_lead[index] = lead
 
-    if new_leads:
-        Lead.objects.bulk_create(new_leads, batch_size=1000)
+    rows_insert(new_leads)
     if touched and changed_fields:
         for lead in touched.values():
             lead.updated_at = now
-        Lead.objects.bulk_update(
-            list(touched.values()), sorted(changed_fields | {"updated_at"}), batch_size=500
-        )
+        rows_update(list(touched.values()), sorted(changed_fields | {"updated_at"}))
 
     tag_names = {name for index in item_lead for name in tags[index]}
     if tag_names:
@@ -651,7 +650,7 @@ def _events_insert(rows: list[tuple[int, Event]]) -> set[int]:
         return set()
     try:
         with transaction.atomic():
-            Event.objects.bulk_create([event for _, event in rows], batch_size=1000)
+            rows_insert([event for _, event in rows])
         return {index for index, _ in rows}
     except IntegrityError:
         ids = [event.event_id for _, event in rows if event.event_id]
@@ -678,33 +677,48 @@ def _leads_note_events(events: list[Event]) -> None:
             inbound[lead_id] = max(inbound.get(lead_id, event.occurred_at), event.occurred_at)
         if event.type == "unsubscribed":
             optout.add(lead_id)
-    _lead_times_forward("last_event_at", last)
-    _lead_times_forward("last_inbound_at", inbound)
+    _lead_times_forward(last_event=last, last_inbound=inbound)
     if optout:
         Lead.objects.filter(pk__in=optout, do_not_contact=False).update(
             do_not_contact=True, updated_at=timezone_now()
         )
 
 
-def _lead_times_forward(column: str, values: dict[int, datetime]) -> None:
-    """`column = greatest(column, value)` for many leads in one statement."""
-    if not values:
+def _lead_times_forward(*, last_event: dict[int, datetime], last_inbound: dict[int, datetime]) -> None:
+    """Move `last_event_at` and `last_inbound_at` forward (never back) for many leads in one statement:
+    one new version of each lead row, not one per column."""
+    if not last_event and not last_inbound:
         return
-    assert column in {"last_event_at", "last_inbound_at"}
-    items = sorted(values.items())
+    ids = sorted(last_event.keys() | last_inbound.keys())
+    if connection.vendor != "postgresql":
+        # SQLite (the demo) takes few parameters per statement: CASE per lead, in small batches.
+        for start in range(0, len(ids), 100):
+            batch = ids[start : start + 100]
+            changes = {}
+            for column, values in (("last_event_at", last_event), ("last_inbound_at", last_inbound)):
+                whens = [
+                    When(
+                        pk=lead_id,
+                        then=Greatest(Coalesce(F(column), Value(values[lead_id])), Value(values[lead_id])),
+                    )
+                    for lead_id in batch
+                    if lead_id in values
+                ]
+                if whens:
+                    changes[column] = Case(*whens, default=F(column), output_field=DateTimeField())
+            Lead.objects.filter(pk__in=batch).update(**changes)
+        return
     table = Lead._meta.db_table
+    placeholders = ", ".join(["(%s::bigint, %s::timestamptz, %s::timestamptz)"] * len(ids))
+    params = [
+        value for lead_id in ids for value in (lead_id, last_event.get(lead_id), last_inbound.get(lead_id))
+    ]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            placeholders = ", ".join(["(%s::bigint, %s::timestamptz)"] * len(items))
-            params = [value for pair in items for value in pair]
-            cursor.execute(
-                f"UPDATE {table} AS l SET {column} = GREATEST(l.{column}, v.at) "
-                f"FROM (VALUES {placeholders}) AS v(id, at) "
-                f"WHERE l.id = v.id AND (l.{column} IS NULL OR l.{column} < v.at)",
-                params,
-            )
-        else:
-            for lead_id, at in items:
-                Lead.objects.filter(pk=lead_id).filter(
-                    Q(**{f"{column}__isnull": True}) | Q(**{f"{column}__lt": at})
-                ).update(**{column: at})
+        cursor.execute(
+            f"UPDATE {table} AS l SET last_event_at = GREATEST(l.last_event_at, v.event_at), "
+            f"last_inbound_at = GREATEST(l.last_inbound_at, v.inbound_at) "
+            f"FROM (VALUES {placeholders}) AS v(id, event_at, inbound_at) "
+            f"WHERE l.id = v.id AND (l.last_event_at IS DISTINCT FROM GREATEST(l.last_event_at, v.event_at) "
+            f"OR l.last_inbound_at IS DISTINCT FROM GREATEST(l.last_inbound_at, v.inbound_at))",
+            params,
+        )
