@@ -11,11 +11,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.utils.timezone import now as timezone_now
 
 logger = logging.getLogger(__name__)
+
+# How long the record of engine ticks is kept (one a minute).
+TICK_HISTORY = timedelta(days=7)
 
 TickStep = Callable[[datetime], dict[str, int] | None]
 
@@ -33,13 +36,25 @@ def _steps() -> list[tuple[str, TickStep]]:
 
 
 def tick(*, now: datetime | None = None) -> TickReport:
-    """Run one engine cycle as of `now` (default: the real clock)."""
+    """Run one engine cycle as of `now` (default: the real clock) and record it as a TickRun."""
+    from nurture.models import TickRun
+
     now = now or timezone_now()
     report = TickReport(now=now)
+    started_at = timezone_now()
     started = time.monotonic()
-    for name, step in _steps():
-        result = step(now) or {}
-        report.steps[name] = result
-    report.seconds = time.monotonic() - started
-    logger.info("tick at %s done in %.3fs: %s", now.isoformat(), report.seconds, report.steps)
+    error = ""
+    try:
+        for name, step in _steps():
+            report.steps[name] = step(now) or {}
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        report.seconds = time.monotonic() - started
+        TickRun.objects.create(
+            now=now, started_at=started_at, seconds=report.seconds, steps=report.steps, error=error
+        )
+        TickRun.objects.filter(started_at__lt=started_at - TICK_HISTORY).delete()
+        logger.info("tick as of %s done in %.3fs: %s", now.isoformat(), report.seconds, report.steps)
     return report
