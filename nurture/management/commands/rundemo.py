@@ -20,12 +20,17 @@ logger = logging.getLogger(__name__)
 
 def scheduler_run(*, stop: threading.Event, interval: float) -> None:
     """Tick now and then every `interval` seconds until `stop` is set; a failing tick is logged, not fatal."""
+    ticked = False
     while not stop.is_set():
         close_old_connections()
         try:
             tick()
         except Exception:
             logger.exception("demo scheduler: tick failed; the next one runs in %ss", interval)
+        else:
+            if not ticked:
+                logger.info("demo scheduler: first tick done; the next ones run every %ss", interval)
+            ticked = True
         finally:
             close_old_connections()
         stop.wait(interval)
