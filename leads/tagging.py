@@ -53,9 +53,11 @@ def lead_tags_stamp(*, pairs: Iterable[tuple[int, int]], source: str, now: datet
     if not rows:
         return 0
     values = ", ".join(["(%s, %s, 1, %s, %s, %s)"] * len(rows))
+    # Adapted as the ORM would (on SQLite a raw aware datetime is stored with its offset, unlike ORM rows).
+    at = connection.ops.adapt_datetimefield_value(now)
     params: list[object] = []
     for lead_id, tag_id in rows:
-        params += [lead_id, tag_id, now, now, source]
+        params += [lead_id, tag_id, at, at, source]
     table = "leads_leadtag"
     sql = (
         f"INSERT INTO {table} (lead_id, tag_id, count, first_at, last_at, source) VALUES {values} "
