@@ -96,13 +96,15 @@ def keyword_rule_apply(*, rule: KeywordTagRule, now: datetime) -> int:
             f"SELECT m.id, %s, 1, %s, %s, %s FROM ({select_sql}) AS m WHERE 1 = 1 "
             f"ON CONFLICT (lead_id, tag_id) DO NOTHING"
         )
-        params = [tag.pk, now, now, source, *select_params]
+        # Adapted as the ORM would (on SQLite a raw aware datetime would be stored with its offset).
+        at = connection.ops.adapt_datetimefield_value(now)
+        params = [tag.pk, at, at, source, *select_params]
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 cursor.execute(
                     f"WITH stamped AS ({insert} RETURNING lead_id) "
                     f"UPDATE {lead} SET updated_at = %s WHERE id IN (SELECT lead_id FROM stamped)",
-                    [*params, now],
+                    [*params, at],
                 )
                 tagged = cursor.rowcount
             else:
@@ -111,7 +113,7 @@ def keyword_rule_apply(*, rule: KeywordTagRule, now: datetime) -> int:
                 cursor.execute(
                     f"UPDATE {lead} SET updated_at = %s WHERE id IN "
                     f"(SELECT lead_id FROM {leadtag} WHERE tag_id = %s AND source = %s AND first_at = %s)",
-                    [now, tag.pk, source, now],
+                    [at, tag.pk, source, at],
                 )
         KeywordTagRule.objects.filter(pk=rule.pk).update(last_applied_at=now, last_applied_count=tagged)
     rule.last_applied_at = now

@@ -64,6 +64,8 @@ def test_apply_tags_every_matching_lead_once_and_is_idempotent(leads, django_ass
         tagged = keyword_rule_apply(rule=rule, now=T1)
 
     assert tagged == 3
+    assert LeadTag.objects.filter(first_at=T1, last_at=T1, source=f"keyword_rule:{rule.pk}").count() == 3
+    assert Lead.objects.filter(updated_at__gte=T1).count() == 3
     rule.refresh_from_db()
     assert (rule.last_applied_at, rule.last_applied_count) == (T1, 3)
     for lead in leads["it"][:2] + leads["it"][3:4]:
