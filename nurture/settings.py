@@ -148,6 +148,8 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 
 LOGIN_URL = "/admin/login/"
+# Messages can carry a one-time secret (a new API key): keep them server-side, not in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- REST API.
 REST_FRAMEWORK = {
