@@ -1,6 +1,11 @@
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
 from nurture.models import TickRun
+
+admin.site.site_header = _("nurture · marketing console")
+admin.site.site_title = _("nurture")
+admin.site.index_title = _("Lead nurturing")
 
 
 @admin.register(TickRun)
