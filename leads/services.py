@@ -346,6 +346,8 @@ def _bulk_upsert_fast(
             by_identity[key] = lead
         item_lead[index] = lead
 
+    # Writers racing on the same people insert them in one order, so they queue instead of deadlocking.
+    new_leads.sort(key=lambda lead: tuple(getattr(lead, name) or "" for name in IDENTITY_FIELDS))
     rows_insert(new_leads)
     if touched and changed_fields:
         for lead in touched.values():
