@@ -1,0 +1,80 @@
+"""`manage.py bench ingest`: the ingest figures, on a throwaway PostgreSQL database."""
+
+from __future__ import annotations
+
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from nurture.bench.database import bench_database, bench_database_refuse_unless_postgresql
+from nurture.bench.ingest import IngestSizes, bench_ingest, bench_settings
+from nurture.bench.report import API_NOTE, report_table, results_append, results_section
+
+QUICK = IngestSizes(leads=2_000, events=2_000, list_leads=20_000, naive_sample=200, list_repeat=5)
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark harness. `ingest`: bulk lead upsert and bulk events through the API, and the "
+        "tag-filtered lead list over a big table, each beside the naive way. Runs on a database it "
+        "creates and drops; PostgreSQL only."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("suite", choices=["ingest"], help="what to measure")
+        parser.add_argument("--leads", type=int, default=IngestSizes.leads, help="leads to bulk upsert")
+        parser.add_argument("--events", type=int, default=IngestSizes.events, help="events to post")
+        parser.add_argument(
+            "--list-leads", type=int, default=IngestSizes.list_leads, help="leads in the table the list reads"
+        )
+        parser.add_argument(
+            "--naive-sample", type=int, default=IngestSizes.naive_sample, help="rows the naive way handles"
+        )
+        parser.add_argument("--repeat", type=int, default=IngestSizes.list_repeat, help="list requests timed")
+        parser.add_argument("--skip-naive", action="store_true", help="measure only our way")
+        parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test of the harness)")
+        parser.add_argument(
+            "--write-results", action="store_true", help="append a dated section to bench/RESULTS.md"
+        )
+        parser.add_argument(
+            "--results-file",
+            type=Path,
+            default=Path(settings.BASE_DIR) / "bench" / "RESULTS.md",
+            help="where --write-results appends",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> str:
+        bench_database_refuse_unless_postgresql()
+        if options["quick"]:
+            sizes = IngestSizes(**{**QUICK.__dict__, "skip_naive": options["skip_naive"]})
+        else:
+            sizes = IngestSizes(
+                leads=options["leads"],
+                events=options["events"],
+                list_leads=options["list_leads"],
+                naive_sample=options["naive_sample"],
+                list_repeat=options["repeat"],
+                skip_naive=options["skip_naive"],
+            )
+        verbose = options["verbosity"] >= 1
+
+        def log(line: str) -> None:
+            if verbose:
+                self.stderr.write(line)
+                self.stderr.flush()
+
+        with bench_database() as name, bench_settings():
+            log(f"bench database {name} created and migrated")
+            report = bench_ingest(sizes=sizes, log=log)
+            section = results_section(report, command=" ".join(["manage.py", *sys.argv[2:]]))
+        log(f"bench database {name} dropped")
+        self.stdout.write(report_table(report))
+        self.stdout.write(API_NOTE)
+        if options["write_results"]:
+            results_append(options["results_file"], section)
+            self.stdout.write(f"appended to {options['results_file']}")
+        return ""

@@ -1,0 +1,41 @@
+"""The benchmark harness keeps working: `bench ingest --quick` runs and reports the three figures."""
+
+import os
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the bench runs on PostgreSQL only")
+def test_bench_ingest_quick_reports_the_figures():
+    out = StringIO()
+    call_command("bench", "ingest", "--quick", stdout=out, stderr=StringIO())
+    text = out.getvalue()
+    for label in (
+        "lead bulk upsert (new)",
+        "events (10% by identity)",
+        "lead list ?tag= on 20% of leads",
+        "lead list ?tag= on 0.5% of leads",
+    ):
+        assert label in text, text
+    assert "MISSED" in text or "met" in text  # each figure is shown beside its target
+    # The throwaway database is gone and the connection is back on the test database.
+    assert "_bench_" not in connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE %s", [f"%\\_bench\\_{os.getpid()}"]
+        )
+        assert cursor.fetchone()[0] == 0
+
+
+def test_bench_refuses_sqlite():
+    if connection.vendor == "postgresql":
+        pytest.skip("checks the refusal on SQLite")
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="PostgreSQL"):
+        call_command("bench", "ingest", "--quick", stdout=StringIO())
