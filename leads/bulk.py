@@ -1,4 +1,4 @@
-"""Set-based row writes for the ingest paths: one INSERT or one UPDATE … FROM (VALUES …) per batch.
+"""Set-based row writes for the ingest paths: one INSERT, or one UPDATE … FROM unnest(arrays), per batch.
 
 Django's `bulk_create` and `bulk_update` spend more time in Python than PostgreSQL spends writing:
 `bulk_update` builds a CASE WHEN per field and row, `bulk_create` compiles every value through the
@@ -109,21 +109,17 @@ def rows_update(objs: Sequence[M], fields: Sequence[str]) -> None:
     pk_field = model._meta.pk
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    casts = [pk_field.cast_db_type(connection), *(field.cast_db_type(connection) for field in columns)]
-    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    arrays = ", ".join(f"%s::{field.cast_db_type(connection)}[]" for field in (pk_field, *columns))
     names = ", ".join(quote(f"v_{field.column}") for field in (pk_field, *columns))
     assignments = ", ".join(f"{quote(field.column)} = v.{quote('v_' + field.column)}" for field in columns)
     adapters = [(field.attname, _adapter(field)) for field in columns]
-    size = max(MAX_PARAMS // len(casts), 1)
+    # One array per column, not a VALUES list: the planner joins VALUES by scanning the whole table.
+    rows = sorted(objs, key=lambda obj: obj.pk)  # lock rows in one order
+    params = [[obj.pk for obj in rows]]
+    params += [[adapt(getattr(obj, attname)) for obj in rows] for attname, adapt in adapters]
     with connection.cursor() as cursor:
-        for start in range(0, len(objs), size):
-            chunk = sorted(objs[start : start + size], key=lambda obj: obj.pk)  # lock rows in one order
-            params: list[Any] = []
-            for obj in chunk:
-                params.append(obj.pk)
-                params.extend(adapt(getattr(obj, attname)) for attname, adapt in adapters)
-            cursor.execute(
-                f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row_sql] * len(chunk))}) "
-                f"AS v({names}) WHERE {table}.{quote(pk_field.column)} = v.{quote('v_' + pk_field.column)}",
-                params,
-            )
+        cursor.execute(
+            f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS v({names}) "
+            f"WHERE {table}.{quote(pk_field.column)} = v.{quote('v_' + pk_field.column)}",
+            params,
+        )

@@ -710,17 +710,13 @@ def _lead_times_forward(*, last_event: dict[int, datetime], last_inbound: dict[i
                     changes[column] = Case(*whens, default=F(column), output_field=DateTimeField())
             Lead.objects.filter(pk__in=batch).update(**changes)
         return
-    table = Lead._meta.db_table
-    placeholders = ", ".join(["(%s::bigint, %s::timestamptz, %s::timestamptz)"] * len(ids))
-    params = [
-        value for lead_id in ids for value in (lead_id, last_event.get(lead_id), last_inbound.get(lead_id))
-    ]
+    # Arrays, not a VALUES list: the planner joins VALUES by scanning the whole lead table.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} AS l SET last_event_at = GREATEST(l.last_event_at, v.event_at), "
-            f"last_inbound_at = GREATEST(l.last_inbound_at, v.inbound_at) "
-            f"FROM (VALUES {placeholders}) AS v(id, event_at, inbound_at) "
-            f"WHERE l.id = v.id AND (l.last_event_at IS DISTINCT FROM GREATEST(l.last_event_at, v.event_at) "
-            f"OR l.last_inbound_at IS DISTINCT FROM GREATEST(l.last_inbound_at, v.inbound_at))",
-            params,
+            f"UPDATE {Lead._meta.db_table} AS l SET last_event_at = GREATEST(l.last_event_at, v.event_at), "
+            "last_inbound_at = GREATEST(l.last_inbound_at, v.inbound_at) "
+            "FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS v(id, event_at, inbound_at) "
+            "WHERE l.id = v.id AND (l.last_event_at IS DISTINCT FROM GREATEST(l.last_event_at, v.event_at) "
+            "OR l.last_inbound_at IS DISTINCT FROM GREATEST(l.last_inbound_at, v.inbound_at))",
+            [ids, [last_event.get(i) for i in ids], [last_inbound.get(i) for i in ids]],
         )
