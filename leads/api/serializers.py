@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator
 from functools import cached_property
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.utils.dateparse import parse_datetime
 from django.utils.timezone import now as timezone_now
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -285,13 +287,64 @@ class LeadRefField(serializers.Field):
         return value
 
 
+EVENT_TYPE_PATTERN = r"[A-Za-z0-9_.:\-]{1,64}"
+_EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
+_UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")  # what DRF's CharField validators refuse
+
+
+def _plain_text(value: Any, max_length: int) -> str | None:
+    """A CharField's value (trimmed) if DRF would take it without question, else None."""
+    if type(value) is not str:
+        return None
+    text = value.strip()
+    return text if len(text) <= max_length and not _UNSTORABLE_CHARACTERS.search(text) else None
+
+
 class EventWriteSerializer(serializers.Serializer):
     event_id = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
     lead = LeadRefField()
-    type = serializers.RegexField(r"^[A-Za-z0-9_.:\-]{1,64}$", max_length=64)
+    type = serializers.RegexField(f"^{EVENT_TYPE_PATTERN}$", max_length=64)
     occurred_at = serializers.DateTimeField(required=False)
     properties = PropertiesField(required=False, default=dict)
     source = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+
+    def validated_if_plain(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """What `run_validation(data)` returns, worked out directly, for an event in the plain shape a
+        tracking pipeline sends: a lead id, strings within bounds, an ISO 8601 time, an object of
+        properties. None for anything else, which then goes through DRF's validation and gets its
+        error messages. DRF's field-by-field machinery costs several times as much on these."""
+        lead = data.get("lead")
+        kind = data.get("type")
+        if type(lead) is not int or not 0 < lead < 2**63 or type(kind) is not str:
+            return None
+        kind = kind.strip()
+        if not _EVENT_TYPE.fullmatch(kind):
+            return None
+        out: dict[str, Any] = {"lead": lead, "type": kind, "properties": {}, "source": ""}
+        if "event_id" in data:
+            event_id = data["event_id"]
+            out["event_id"] = None if event_id is None else _plain_text(event_id, 128)
+            if event_id is not None and out["event_id"] is None:
+                return None
+        if "source" in data:
+            out["source"] = _plain_text(data["source"], 64)
+            if out["source"] is None:
+                return None
+        if "occurred_at" in data:
+            raw = data["occurred_at"]
+            try:
+                at = parse_datetime(raw) if type(raw) is str else None
+                if at is None:
+                    return None
+                out["occurred_at"] = self.fields["occurred_at"].enforce_timezone(at)
+            except (ValueError, TypeError, serializers.ValidationError):
+                return None
+        if "properties" in data:
+            try:
+                out["properties"] = self.fields["properties"].to_internal_value(data["properties"])
+            except serializers.ValidationError:
+                return None
+        return out
 
 
 class EventSerializer(serializers.ModelSerializer):

@@ -232,7 +232,7 @@ class EventView(APIView):
                     if not many:
                         EventWriteSerializer(data=entry).is_valid(raise_exception=True)
                     raise ValidationError({"non_field_errors": ["must be an object"]})
-                data = serializer.run_validation(entry)
+                data = serializer.validated_if_plain(entry) or serializer.run_validation(entry)
             except ValidationError as exc:
                 if not many:
                     raise
