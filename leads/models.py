@@ -266,3 +266,97 @@ class KeywordTagRule(models.Model):
     def keyword_list(self) -> list[str]:
         raw = self.keywords.replace("，", ",").replace("\n", ",")
         return [word.strip() for word in raw.split(",") if word.strip()]
+
+
+class Pool(models.Model):
+    """A rule-defined group of leads (MIL, MQL, SQL, value tiers …); membership follows the rule.
+
+    Pools of one `family` are exclusive: a lead is in the first of them, by `priority`, whose rule it
+    meets (that is how the high/medium/low value tiers work).
+    """
+
+    slug = models.SlugField(_("slug"), max_length=64, unique=True)
+    name = models.CharField(_("name"), max_length=100)
+    rule = models.JSONField(_("rule"), help_text=_("The rule language of DESIGN.md, as JSON"))
+    goal = models.CharField(_("nurturing goal"), max_length=255, blank=True, default="")
+    description = models.TextField(_("description"), blank=True, default="")
+    active = models.BooleanField(_("active"), default=True)
+    family = models.SlugField(_("family"), max_length=32, blank=True, default="")
+    priority = models.IntegerField(_("priority in the family"), default=100, help_text=_("Lower comes first"))
+    rule_changed_at = models.DateTimeField(_("rule changed at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("pool")
+        verbose_name_plural = _("pools")
+        ordering = ["family", "priority", "slug"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+
+class PoolMembership(models.Model):
+    """A stay of a lead in a pool; leaving closes the row, rejoining opens a new one."""
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="pool_memberships")
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="memberships")
+    joined_at = models.DateTimeField(_("joined at"))
+    left_at = models.DateTimeField(_("left at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("pool membership")
+        verbose_name_plural = _("pool memberships")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["lead", "pool"], condition=Q(left_at__isnull=True), name="poolmembership_one_open"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["pool", "lead"], condition=Q(left_at__isnull=True), name="poolmembership_open"
+            ),
+            models.Index(fields=["pool", "joined_at"], name="poolmembership_joined"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lead_id} in {self.pool_id}"
+
+
+class PoolRun(models.Model):
+    """One evaluation of a pool: full (every lead) or incremental (the leads marked dirty)."""
+
+    class Kind(models.TextChoices):
+        FULL = "full", _("full")
+        INCREMENTAL = "incremental", _("incremental")
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="runs")
+    kind = models.CharField(_("kind"), max_length=12, choices=Kind.choices)
+    started_at = models.DateTimeField(_("started at"))
+    seconds = models.FloatField(_("duration (s)"))
+    evaluated = models.IntegerField(_("leads evaluated"), null=True, blank=True)
+    joined = models.IntegerField(_("joined"))
+    left = models.IntegerField(_("left"))
+    size = models.IntegerField(_("size after"))
+
+    class Meta:
+        verbose_name = _("pool evaluation")
+        verbose_name_plural = _("pool evaluations")
+        indexes = [models.Index(fields=["pool", "kind", "started_at"], name="poolrun_pool_kind_at")]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id} {self.kind} {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class DirtyLead(models.Model):
+    """A lead whose data changed since the pools last looked at it (the incremental evaluation's queue)."""
+
+    lead = models.OneToOneField(Lead, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    marked_at = models.DateTimeField(_("marked at"))
+
+    class Meta:
+        verbose_name = _("lead awaiting evaluation")
+        verbose_name_plural = _("leads awaiting evaluation")
+
+    def __str__(self) -> str:
+        return f"{self.lead_id} dirty since {self.marked_at:%Y-%m-%d %H:%M:%S}"

@@ -8,7 +8,7 @@ same compiler, so there is no second interpreter to drift from it.
     {"all": [...]}  {"any": [...]}  {"not": {...}}
     {"field": "industry", "op": "in", "value": ["制造", "信息科技"]}
     {"field": "properties.buying_plan", "op": "is_set", "value": true}
-    {"tag": "need:全渠道获客", "count_gte": 1}
+    {"tag": "need:全渠道获客", "count_gte": 1}       {"tag": "need:*"}  (any tag of the group "need")
     {"event": "content_viewed", "within_days": 30, "count_gte": 2, "where": {"form": "whitepaper"}}
     {"days_since": "last_inbound_at", "gte": 14}
     {"score_gte": 60}   {"bant_gte": 3}   {"pool": "mql"}
@@ -298,11 +298,12 @@ def rule_compile(rule: dict[str, Any], *, now: datetime) -> Q:
     if "tag" in rule:
         from leads.tagging import tag_name_normalize
 
-        tags = LeadTag.objects.filter(
-            lead=OuterRef("pk"),
-            tag__name=tag_name_normalize(rule["tag"]),
-            count__gte=rule.get("count_gte", 1),
-        )
+        name = rule["tag"].strip()
+        tags = LeadTag.objects.filter(lead=OuterRef("pk"), count__gte=rule.get("count_gte", 1))
+        if name.endswith(":*"):
+            tags = tags.filter(tag__group=name[:-2].strip())  # any tag of the group
+        else:
+            tags = tags.filter(tag__name=tag_name_normalize(name))
         return Q(Exists(tags))
     if "event" in rule:
         return _event_q(rule, now)

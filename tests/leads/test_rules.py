@@ -104,6 +104,8 @@ def test_each_operator_selects_the_right_leads():
     assert members({"field": "properties.employees", "op": "gt", "value": 100}) == {a.pk}
     assert members({"tag": "need:全渠道获客"}) == {a.pk, b.pk}
     assert members({"tag": "need:全渠道获客", "count_gte": 2}) == {a.pk}
+    assert members({"tag": "need:*"}) == {a.pk, b.pk}
+    assert members({"tag": "industry:*"}) == set()
     assert members({"event": "content_viewed"}) == {a.pk, b.pk, c.pk}
     assert members({"event": "content_viewed", "within_days": 30, "where": {"form": "whitepaper"}}) == {a.pk}
     assert members({"event": "content_viewed", "count_gte": 2}) == {a.pk}
