@@ -38,8 +38,8 @@ _PLAIN_TYPES: dict[str, type] = {
 def _adapter(field: Field) -> Callable[[Any], Any]:
     """How a Python value of this field becomes a query parameter."""
     if isinstance(field, JSONField):
-        encoder = field.encoder
-        return lambda value: None if value is None else connection.ops.adapt_json_value(value, encoder)
+        encoder, adapt_json = field.encoder, connection.ops.adapt_json_value
+        return lambda value: None if value is None else adapt_json(value, encoder)
 
     def prepared(value: Any) -> Any:
         return field.get_db_prep_save(value, connection)
@@ -62,38 +62,61 @@ def _columns(model: type[Model], names: Sequence[str] | None) -> list[Field]:
     return [model._meta.get_field(name) for name in names]  # type: ignore[misc]
 
 
-def rows_insert(objs: Sequence[M]) -> None:
+def rows_insert(objs: Sequence[M], *, skip_conflicts_on: str | None = None) -> list[M]:
     """INSERT the unsaved objects and give each its new primary key, as `bulk_create` does
-    (auto_now and auto_now_add fields take the current time). Call inside a transaction."""
+    (auto_now and auto_now_add fields take the current time). Call inside a transaction.
+
+    With `skip_conflicts_on` (a unique column; PostgreSQL only) a row whose value is already stored
+    is skipped, as ON CONFLICT DO NOTHING, waiting for a concurrent writer of it to finish. Returns
+    the objects inserted."""
     if not objs:
-        return
+        return []
     model = type(objs[0])
     if connection.vendor != "postgresql":
+        if skip_conflicts_on:
+            raise NotImplementedError("skipping conflicts needs PostgreSQL's RETURNING of inserted rows")
         model._default_manager.bulk_create(objs, batch_size=1000)
-        return
+        return list(objs)
     fields = _columns(model, None)
     adapters = [(field.attname, _adapter(field)) for field in fields]
     stamped = [f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     for obj in objs:
         for field in stamped:
             field.pre_save(obj, add=True)
-    table = connection.ops.quote_name(model._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    pk = connection.ops.quote_name(model._meta.pk.column)
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    pk = quote(model._meta.pk.column)
+    key = model._meta.get_field(skip_conflicts_on) if skip_conflicts_on else None
+    tail = f"ON CONFLICT ({quote(key.column)}) DO NOTHING RETURNING {pk}, {quote(key.column)}" if key else ""
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     size = max(MAX_PARAMS // len(fields), 1)
+    inserted: list[M] = []
     with connection.cursor() as cursor:
         for start in range(0, len(objs), size):
             chunk = objs[start : start + size]
             params = [adapt(getattr(obj, attname)) for obj in chunk for attname, adapt in adapters]
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} RETURNING {pk}",
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
+                + (tail or f"RETURNING {pk}"),
                 params,
             )
-            for obj, (key,) in zip(chunk, cursor.fetchall(), strict=True):
-                obj.pk = key
+            returned = cursor.fetchall()
+            if key is None:
+                matched = list(zip(chunk, (row[0] for row in returned), strict=True))
+            else:
+                # Rows come back in VALUES order, the skipped ones left out: walk both in step.
+                matched, position = [], 0
+                for obj in chunk:
+                    if position < len(returned) and returned[position][1] == getattr(obj, key.attname):
+                        matched.append((obj, returned[position][0]))
+                        position += 1
+            for obj, new_pk in matched:
+                obj.pk = new_pk
                 obj._state.adding = False
                 obj._state.db = connection.alias
+                inserted.append(obj)
+    return inserted
 
 
 def rows_update(objs: Sequence[M], fields: Sequence[str]) -> None:

@@ -604,9 +604,11 @@ def event_record_bulk(
     )
 
     event_ids = {item.event_id for item in items if item is not None and item.event_id}
+    # On PostgreSQL the insert skips stored event_ids itself (ON CONFLICT DO NOTHING), on the unique
+    # index whatever the statistics say; this lookup planned a full scan of a fast-growing table.
     seen = (
         set(Event.objects.filter(event_id__in=event_ids).values_list("event_id", flat=True))
-        if event_ids
+        if event_ids and connection.vendor != "postgresql"
         else set()
     )
     rows: list[tuple[int, Event]] = []
@@ -650,10 +652,13 @@ def _events_insert(rows: list[tuple[int, Event]]) -> set[int]:
     """Insert the events; return the indexes stored. A concurrent writer of the same event_id wins."""
     if not rows:
         return set()
+    skip = "event_id" if connection.vendor == "postgresql" else None
     try:
         with transaction.atomic():
-            rows_insert([event for _, event in rows])
-        return {index for index, _ in rows}
+            inserted = {
+                id(event) for event in rows_insert([event for _, event in rows], skip_conflicts_on=skip)
+            }
+        return {index for index, event in rows if id(event) in inserted}
     except IntegrityError:
         ids = [event.event_id for _, event in rows if event.event_id]
         taken = set(Event.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
