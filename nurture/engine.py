@@ -31,8 +31,12 @@ class TickReport:
 
 
 def _steps() -> list[tuple[str, TickStep]]:
-    # The foundation has no periodic work yet; pools, scoring, sequences, channels and SLA add theirs.
-    return []
+    # In order: what later steps read comes first. Scoring, sequences, channels and SLA add theirs.
+    from leads.pools import pools_tick
+
+    return [
+        ("pools", pools_tick),
+    ]
 
 
 def tick(*, now: datetime | None = None) -> TickReport:

@@ -3,11 +3,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from leads.api.pools import PoolViewSet
 from leads.api.views import EventView, LeadViewSet
 from nurture import views
 
 router = SimpleRouter(trailing_slash=True)
 router.register("leads", LeadViewSet, basename="lead")
+router.register("pools", PoolViewSet, basename="pool")
 
 api_v1 = [
     *router.urls,

@@ -7,7 +7,7 @@ from django_filters import rest_framework as filters
 from rest_framework.exceptions import ValidationError
 
 from leads.identity import IdentityError, normalize_identity
-from leads.models import Lead, LeadTag, Stage, Tag, Temperature
+from leads.models import Lead, LeadTag, Pool, PoolMembership, Stage, Tag, Temperature
 from leads.tagging import tag_name_normalize
 
 
@@ -45,8 +45,11 @@ class LeadFilter(filters.FilterSet):
         return queryset.filter(Exists(LeadTag.objects.filter(lead=OuterRef("pk"), tag_id=tag_id)))
 
     def filter_pool(self, queryset: QuerySet[Lead], name: str, value: str) -> QuerySet[Lead]:
-        # Pools arrive with the pools issue; until then no pool exists and nobody is in one.
-        return queryset.none()
+        pool_id = Pool.objects.filter(slug=value).values_list("pk", flat=True).first()
+        if pool_id is None:
+            return queryset.none()
+        open_rows = PoolMembership.objects.filter(lead=OuterRef("pk"), pool_id=pool_id, left_at__isnull=True)
+        return queryset.filter(Exists(open_rows))
 
     def filter_owner(self, queryset: QuerySet[Lead], name: str, value: str) -> QuerySet[Lead]:
         if value.isdigit() and len(value) < 19:

@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db.models import Prefetch, QuerySet
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import now as timezone_now
 from drf_spectacular.types import OpenApiTypes
@@ -16,7 +17,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 from leads.identity import IdentityError, normalize_identity
-from leads.models import IDENTITY_FIELDS, Event, Lead, Stage, Temperature
+from leads.models import IDENTITY_FIELDS, Event, Lead, LeadTag, PoolMembership, Stage, Temperature
 from leads.tagging import tag_name_normalize
 
 MAX_BATCH = 1000
@@ -180,6 +181,18 @@ class LeadWriteSerializer(serializers.Serializer):
         return data, data.pop("tags", [])
 
 
+def lead_queryset() -> QuerySet[Lead]:
+    """Leads with what LeadSerializer shows, fetched in a fixed number of queries per page."""
+    return Lead.objects.select_related("owner").prefetch_related(
+        Prefetch("lead_tags", queryset=LeadTag.objects.select_related("tag")),
+        Prefetch(
+            "pool_memberships",
+            queryset=PoolMembership.objects.filter(left_at__isnull=True).select_related("pool"),
+            to_attr="open_memberships",
+        ),
+    )
+
+
 class LeadSerializer(serializers.ModelSerializer):
     """A lead as the API shows it."""
 
@@ -224,8 +237,10 @@ class LeadSerializer(serializers.ModelSerializer):
         return sorted(lt.tag.name for lt in lead.lead_tags.all())
 
     def get_pools(self, lead: Lead) -> list[str]:
-        # Pools arrive with the pools issue; until then no lead is in a pool.
-        return []
+        memberships = getattr(lead, "open_memberships", None)
+        if memberships is None:
+            memberships = lead.pool_memberships.filter(left_at__isnull=True).select_related("pool")
+        return sorted(m.pool.slug for m in memberships)
 
 
 class StageWriteSerializer(serializers.Serializer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import now as timezone_now
@@ -30,15 +30,14 @@ from leads.api.serializers import (
     StageWriteSerializer,
     TagsChangeSerializer,
     TimelineItemSerializer,
+    lead_queryset,
 )
-from leads.models import Lead, LeadTag
+from leads.models import Lead
 from leads.selectors import lead_timeline
 
 
 def _lead_queryset() -> QuerySet[Lead]:
-    return Lead.objects.select_related("owner").prefetch_related(
-        Prefetch("lead_tags", queryset=LeadTag.objects.select_related("tag"))
-    )
+    return lead_queryset()
 
 
 def _actor(request: Request) -> str:

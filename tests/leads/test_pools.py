@@ -14,6 +14,12 @@ from tests.factories import LeadFactory
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _no_default_pools(db):
+    # These tests build their own pools; the default ones (a data migration) would be evaluated too.
+    Pool.objects.all().delete()
+
+
 def _pool(slug, rule, **kwargs):
     pool_check(slug=slug, rule=rule, family=kwargs.get("family", ""))
     return Pool.objects.create(slug=slug, name=slug, rule=rule, **kwargs)
