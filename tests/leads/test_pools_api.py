@@ -47,17 +47,14 @@ def test_tick_fills_the_default_pools_and_the_api_shows_them(api, django_assert_
 
 
 def test_creating_and_editing_pools_validates_the_rule(api):
+    pool = {"slug": "whitepaper-readers", "name": "白皮书读者"}
     response = api.post(
-        "/api/v1/pools/",
-        {"slug": "whitepaper-readers", "name": "白皮书读者", "rule": {"event": "content_viewed", "within_days": 0}},
-        format="json",
+        "/api/v1/pools/", {**pool, "rule": {"event": "content_viewed", "within_days": 0}}, format="json"
     )
     assert response.status_code == 400
     assert "within_days: must be a positive integer" in response.json()["rule"][0]
     response = api.post(
-        "/api/v1/pools/",
-        {"slug": "whitepaper-readers", "name": "白皮书读者", "rule": {"event": "content_viewed", "within_days": 30}},
-        format="json",
+        "/api/v1/pools/", {**pool, "rule": {"event": "content_viewed", "within_days": 30}}, format="json"
     )
     assert response.status_code == 201, response.content
     assert api.patch("/api/v1/pools/mil/", {"rule": {"pool": "value-low"}}, format="json").status_code == 400
