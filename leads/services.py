@@ -302,7 +302,9 @@ def _bulk_upsert_fast(
     for name, wanted in values.items():
         if wanted:
             query |= Q(**{f"{name}__in": wanted})
-    existing = list(Lead.objects.select_for_update().filter(query)) if query else []
+    # Lead rows are locked in id order on every ingest path (here, the deferred foreign-key checks of
+    # an event insert, the lead-times UPDATE): concurrent batches queue instead of deadlocking.
+    existing = list(Lead.objects.select_for_update().filter(query).order_by("pk")) if query else []
 
     by_identity: dict[tuple[str, str], Lead] = {}
     for lead in existing:
@@ -653,11 +655,12 @@ def _events_insert(rows: list[tuple[int, Event]]) -> set[int]:
     if not rows:
         return set()
     skip = "event_id" if connection.vendor == "postgresql" else None
+    # In lead order: the foreign-key checks at commit then lock the leads in id order (see
+    # _bulk_upsert_fast); a lead's own events keep their order.
+    events = sorted((event for _, event in rows), key=lambda event: event.lead_id)
     try:
         with transaction.atomic():
-            inserted = {
-                id(event) for event in rows_insert([event for _, event in rows], skip_conflicts_on=skip)
-            }
+            inserted = {id(event) for event in rows_insert(events, skip_conflicts_on=skip)}
         return {index for index, event in rows if id(event) in inserted}
     except IntegrityError:
         ids = [event.event_id for _, event in rows if event.event_id]
