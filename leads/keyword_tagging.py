@@ -11,6 +11,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 
 from leads.models import KeywordTagRule, Lead, LeadTag, Tag
+from leads.pools import leads_mark_dirty_where
 from leads.tagging import tag_name_normalize, tags_get_or_create
 
 
@@ -115,6 +116,10 @@ def keyword_rule_apply(*, rule: KeywordTagRule, now: datetime) -> int:
                     f"(SELECT lead_id FROM {leadtag} WHERE tag_id = %s AND source = %s AND first_at = %s)",
                     [at, tag.pk, source, at],
                 )
+        leads_mark_dirty_where(
+            leads=Lead.objects.filter(lead_tags__tag=tag, lead_tags__source=source, lead_tags__first_at=now),
+            now=now,
+        )
         KeywordTagRule.objects.filter(pk=rule.pk).update(last_applied_at=now, last_applied_count=tagged)
     rule.last_applied_at = now
     rule.last_applied_count = tagged

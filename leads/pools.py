@@ -116,6 +116,18 @@ def leads_mark_dirty(*, lead_ids: Iterable[int], now: datetime | None = None) ->
     return len(ids)
 
 
+def leads_mark_dirty_where(*, leads: QuerySet[Lead], now: datetime | None = None) -> None:
+    """Queue every lead of a queryset, in one `INSERT … SELECT` (for set-based writers)."""
+    select_sql, params = _sql(leads.values("id"))
+    at = connection.ops.adapt_datetimefield_value(now or timezone_now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {DirtyLead._meta.db_table} (lead_id, marked_at) "
+            f"SELECT d.id, %s FROM ({select_sql}) AS d WHERE true ON CONFLICT (lead_id) DO NOTHING",
+            (at, *params),
+        )
+
+
 def _claim_dirty(limit: int) -> list[int]:
     """Take up to `limit` dirty leads off the queue, skipping those another tick holds."""
     table = DirtyLead._meta.db_table

@@ -21,6 +21,7 @@ from django.utils.timezone import now as timezone_now
 
 from leads.bulk import rows_insert, rows_update
 from leads.models import IDENTITY_FIELDS, Event, Lead, LeadMerge, LeadTag, Stage, StageChange
+from leads.pools import leads_mark_dirty
 from leads.tagging import lead_tags_stamp, tag_name_normalize, tags_get_or_create
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def lead_create(*, data: dict[str, Any], tags: Sequence[str] = (), now: datetime
             lead.save()
             if tags:
                 lead_tags_change(lead=lead, add=tags, source="api", now=now)
+            leads_mark_dirty(lead_ids=[lead.pk], now=now)
     except IntegrityError as exc:
         raise IdentityConflict("an identity of this lead belongs to another lead") from exc
     return lead
@@ -230,6 +232,7 @@ def _lead_upsert_once(
         lead.save()
     if tags:
         lead_tags_change(lead=lead, add=tags, source=data.get("source") or "api", now=now)
+    leads_mark_dirty(lead_ids=[lead.pk], now=now)
     return UpsertResult(lead=lead, created=created, merged_ids=merged_ids)
 
 
@@ -366,6 +369,7 @@ def _bulk_upsert_fast(
         ]
         lead_tags_stamp(pairs=pairs, source="import", now=now)
 
+    leads_mark_dirty(lead_ids=[lead.pk for lead in item_lead.values()], now=now)
     for index, lead in item_lead.items():
         results[index] = BulkItemResult(
             index=index, status="created" if index in created_index else "updated", id=lead.pk
@@ -437,6 +441,7 @@ def lead_merge(
             at=now,
         )
         merged.delete()
+        leads_mark_dirty(lead_ids=[survivor.pk], now=now)
     return survivor
 
 
@@ -520,6 +525,7 @@ def lead_stage_set(
             at=now,
         )
         Lead.objects.filter(pk=lead.pk).update(stage=stage, updated_at=now)
+        leads_mark_dirty(lead_ids=[lead.pk], now=now)
     return change
 
 
@@ -532,6 +538,7 @@ def lead_update(*, lead: Lead, data: dict[str, Any], now: datetime | None = None
         with transaction.atomic():
             if changed:
                 lead.save()
+                leads_mark_dirty(lead_ids=[lead.pk], now=now)
             if stage and stage != lead.stage:
                 lead_stage_set(lead=lead, stage=stage, reason="edited", actor="api", now=now)
                 lead.refresh_from_db()
@@ -552,6 +559,7 @@ def lead_tags_change(
     if remove:
         LeadTag.objects.filter(lead=lead, tag__name__in=[tag_name_normalize(n) for n in remove]).delete()
     Lead.objects.filter(pk=lead.pk).update(updated_at=now)
+    leads_mark_dirty(lead_ids=[lead.pk], now=now)
 
 
 # --- Events.
@@ -688,6 +696,7 @@ def _leads_note_events(events: list[Event]) -> None:
         if event.type == "unsubscribed":
             optout.add(lead_id)
     _lead_times_forward(last_event=last, last_inbound=inbound)
+    leads_mark_dirty(lead_ids=last.keys())
     if optout:
         Lead.objects.filter(pk__in=optout, do_not_contact=False).update(
             do_not_contact=True, updated_at=timezone_now()

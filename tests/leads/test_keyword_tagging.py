@@ -60,12 +60,19 @@ def test_preview_counts_matching_leads_without_the_tag(leads):
 def test_apply_tags_every_matching_lead_once_and_is_idempotent(leads, django_assert_max_num_queries):
     rule = _rule()
 
-    with django_assert_max_num_queries(6):  # set-based: no query per lead
+    with django_assert_max_num_queries(7):  # set-based: no query per lead
         tagged = keyword_rule_apply(rule=rule, now=T1)
 
     assert tagged == 3
     assert LeadTag.objects.filter(first_at=T1, last_at=T1, source=f"keyword_rule:{rule.pk}").count() == 3
     assert Lead.objects.filter(updated_at__gte=T1).count() == 3
+    # The pools will re-evaluate exactly the leads that got the tag.
+    from leads.models import DirtyLead
+
+    tagged_ids = set(
+        LeadTag.objects.filter(source=f"keyword_rule:{rule.pk}").values_list("lead_id", flat=True)
+    )
+    assert tagged_ids <= set(DirtyLead.objects.values_list("lead_id", flat=True))
     rule.refresh_from_db()
     assert (rule.last_applied_at, rule.last_applied_count) == (T1, 3)
     for lead in leads["it"][:2] + leads["it"][3:4]:

@@ -62,3 +62,29 @@ def test_creating_and_editing_pools_validates_the_rule(api):
     assert response.status_code == 200
     assert Pool.objects.get(slug="whitepaper-readers").rule_changed_at is not None
     assert api.get("/api/v1/pools/nope/").status_code == 404
+
+
+def test_dirty_evaluation_follows_api_writes_and_events(api, django_assert_max_num_queries):
+    from leads.models import DirtyLead, PoolRun
+
+    call_command("tick", "--now", "2026-11-23T10:00:00+08:00", stdout=io.StringIO())
+    assert PoolRun.objects.filter(kind="full").exists()
+    lead = api.post("/api/v1/leads/", {"name": "新线索", "industry": "零售"}, format="json").json()
+    api.post(
+        "/api/v1/events/", {"lead": {"wecom_external_userid": "wmNEW1"}, "type": "wecom_added"}, format="json"
+    )
+    assert DirtyLead.objects.count() == 2
+    with django_assert_max_num_queries(60):
+        call_command("tick", "--now", "2026-11-23T10:01:00+08:00", stdout=io.StringIO())
+    assert not DirtyLead.objects.exists()
+    assert api.get(f"/api/v1/leads/{lead['id']}/").json()["pools"] == []
+    wecom = api.get("/api/v1/leads/?wecom_external_userid=wmNEW1").json()["results"][0]
+    assert wecom["pools"] == ["mil", "value-low"] and wecom["stage"] == "mil"
+
+    api.patch(f"/api/v1/leads/{lead['id']}/", {"phone": "13800138000"}, format="json")
+    api.post(f"/api/v1/leads/{wecom['id']}/tags/", {"add": ["need:私域运营"]}, format="json")
+    call_command("tick", "--now", "2026-11-23T10:02:00+08:00", stdout=io.StringIO())
+    assert api.get(f"/api/v1/leads/{lead['id']}/").json()["pools"] == ["mil", "value-medium"]
+    assert api.get(f"/api/v1/leads/{wecom['id']}/").json()["pools"] == ["mil", "value-high"]
+    incremental = PoolRun.objects.filter(kind="incremental", pool__slug="value-high").latest("started_at")
+    assert (incremental.evaluated, incremental.joined) == (2, 1)
