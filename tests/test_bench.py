@@ -32,6 +32,15 @@ def test_bench_ingest_quick_reports_the_figures():
         assert cursor.fetchone()[0] == 0
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the bench runs on PostgreSQL only")
+def test_bench_ingest_quick_over_http_reports_its_rows():
+    out = StringIO()
+    call_command("bench", "ingest", "--quick", "--skip-naive", "--http", "2", stdout=out, stderr=StringIO())
+    text = out.getvalue()
+    assert "lead bulk upsert (new), HTTP" in text and "events (10% by identity), HTTP" in text, text
+    assert "calls failed" not in text, text
+
+
 def test_bench_refuses_sqlite():
     if connection.vendor == "postgresql":
         pytest.skip("checks the refusal on SQLite")

@@ -32,6 +32,7 @@ from nurture.bench.data import (
     lead_payloads,
     list_leads_load,
 )
+from nurture.bench.http import HttpRun, gunicorn_serving, post_concurrently
 
 Log = Callable[[str], None]
 LIST_PAGE_SIZE = 50  # the API's default page
@@ -76,6 +77,8 @@ class IngestSizes:
     naive_sample: int = 2_000
     list_repeat: int = 21
     skip_naive: bool = False
+    http_clients: int = 0  # 0: no run over real HTTP
+    http_workers: int = 2
 
 
 @dataclass
@@ -276,6 +279,70 @@ def _naive_list_first_page_ms(tag: str, repeat: int) -> list[float]:
     return samples
 
 
+# --- Over real HTTP.
+
+
+def _over_http(
+    *, sizes: IngestSizes, run: str, now: datetime, naive: dict[str, Figure], log: Log
+) -> list[Figure]:
+    """New leads, then events on them, posted by `http_clients` clients at once to gunicorn."""
+    _, key = api_key_create(name="bench-http", scopes=["read", "write"])
+    how = f"gunicorn {sizes.http_workers} workers, {sizes.http_clients} clients at once"
+    figures = []
+    payloads = lead_payloads(run=run + "h", start=3_000_000, count=sizes.leads)
+    bodies = [json.dumps({"leads": chunk}).encode() for chunk in _chunks(payloads, MAX_BATCH)]
+    with gunicorn_serving(workers=sizes.http_workers) as url:
+        log(f"http: bulk upsert of {sizes.leads:,} new leads ({how})…")
+        leads = post_concurrently(
+            url=url, key=key, path="/api/v1/leads/bulk_upsert/", bodies=bodies, clients=sizes.http_clients
+        )
+        results = [result for answer in leads.answers for result in answer["results"]]
+        lead_ids = [r["id"] for r in results if "id" in r]
+        figures.append(
+            Figure(
+                key="leads_bulk_upsert_http",
+                label="lead bulk upsert (new), HTTP",
+                value=_rate(sizes.leads, leads.seconds),
+                unit="leads/s",
+                target=2000,
+                detail=f"{sizes.leads:,} leads, {MAX_BATCH:,}/call, {how}, {leads.seconds:.1f} s "
+                f"({_statuses(results)}{_failed(leads)})",
+                naive=naive["leads_bulk_upsert"].naive,
+                naive_detail=naive["leads_bulk_upsert"].naive_detail,
+            )
+        )
+        identities = [
+            {"external_id": item["external_id"]} for item in payloads[::20] if "external_id" in item
+        ]
+        events = event_payloads(
+            run=run + "h", count=sizes.events, lead_ids=lead_ids, identities=identities, now=now, seed=13
+        )
+        bodies = [json.dumps(chunk).encode() for chunk in _chunks(events, MAX_BATCH)]
+        log(f"http: {sizes.events:,} events ({how})…")
+        posted = post_concurrently(
+            url=url, key=key, path="/api/v1/events/", bodies=bodies, clients=sizes.http_clients
+        )
+        results = [result for answer in posted.answers for result in answer["results"]]
+        figures.append(
+            Figure(
+                key="events_bulk_http",
+                label="events (10% by identity), HTTP",
+                value=_rate(sizes.events, posted.seconds),
+                unit="events/s",
+                target=5000,
+                detail=f"{sizes.events:,} events, {MAX_BATCH:,}/call, {how}, {posted.seconds:.1f} s "
+                f"({_statuses(results)}{_failed(posted)})",
+                naive=naive["events_bulk"].naive,
+                naive_detail=naive["events_bulk"].naive_detail,
+            )
+        )
+    return figures
+
+
+def _failed(run: HttpRun) -> str:
+    return f"; {len(run.failures)} calls failed, first: {run.failures[0]}" if run.failures else ""
+
+
 # --- The scenario.
 
 
@@ -373,6 +440,12 @@ def bench_ingest(*, sizes: IngestSizes, log: Log) -> IngestReport:
         event_figure.naive = _rate(naive_n, _naive_events_record(naive_events, now))
         event_figure.naive_detail = f"save() per event and lead, {naive_n:,} events"
     report.figures.append(event_figure)
+
+    # 2b. The same over real HTTP: gunicorn on the bench database, several clients at once.
+    if sizes.http_clients:
+        report.figures += _over_http(
+            sizes=sizes, run=run, now=now, naive={f.key: f for f in report.figures}, log=log
+        )
 
     # 3. The tag-filtered list over a big table.
     log(f"list: loading {sizes.list_leads:,} leads and their tags set-based…")

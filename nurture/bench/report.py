@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 import django
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -15,8 +17,9 @@ from nurture.bench.ingest import Figure, IngestReport
 API_NOTE = (
     "Through the API = Django's test client (DRF APIClient) in-process: the full middleware stack, "
     "API-key authentication, throttle (Redis), serializers and views, JSON bodies of 1,000 items "
-    "encoded before the clock starts; no socket or HTTP server. The naive figures run in-process "
-    "without the HTTP layer, so the ratio understates the gain."
+    "encoded before the clock starts; no socket or HTTP server. Rows marked HTTP go over real sockets "
+    "to gunicorn, several clients at once (their detail says how many). The naive figures run "
+    "in-process without the HTTP layer, so the ratio understates the gain."
 )
 
 
@@ -36,12 +39,29 @@ def machine_facts() -> dict[str, str]:
         cursor.execute("SHOW server_version")
         postgres = cursor.fetchone()[0]
     return {
+        "code": _code_version(),
         "nproc": str(cpus),
         "RAM": ram,
         "PostgreSQL": postgres,
         "Python": platform.python_version(),
         "Django": django.get_version(),
     }
+
+
+def _code_version() -> str:
+    """The commit measured, and whether the work tree had changes on top of it."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty=+uncommitted"],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return described.stdout.strip() or "?"
 
 
 def _number(value: float | None, unit: str) -> str:

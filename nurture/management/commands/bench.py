@@ -36,6 +36,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--repeat", type=int, default=IngestSizes.list_repeat, help="list requests timed")
         parser.add_argument("--skip-naive", action="store_true", help="measure only our way")
+        parser.add_argument(
+            "--http",
+            type=int,
+            default=0,
+            metavar="CLIENTS",
+            help="also post the leads and events over real HTTP to gunicorn, from CLIENTS clients at once",
+        )
+        parser.add_argument("--http-workers", type=int, default=2, help="gunicorn workers for --http")
         parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test of the harness)")
         parser.add_argument(
             "--write-results", action="store_true", help="append a dated section to bench/RESULTS.md"
@@ -50,7 +58,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> str:
         bench_database_refuse_unless_postgresql()
         if options["quick"]:
-            sizes = IngestSizes(**{**QUICK.__dict__, "skip_naive": options["skip_naive"]})
+            sizes = IngestSizes(
+                **{
+                    **QUICK.__dict__,
+                    "skip_naive": options["skip_naive"],
+                    "http_clients": options["http"],
+                    "http_workers": options["http_workers"],
+                }
+            )
         else:
             sizes = IngestSizes(
                 leads=options["leads"],
@@ -59,6 +74,8 @@ class Command(BaseCommand):
                 naive_sample=options["naive_sample"],
                 list_repeat=options["repeat"],
                 skip_naive=options["skip_naive"],
+                http_clients=options["http"],
+                http_workers=options["http_workers"],
             )
         verbose = options["verbosity"] >= 1
 
@@ -70,7 +87,7 @@ class Command(BaseCommand):
         with bench_database() as name, bench_settings():
             log(f"bench database {name} created and migrated")
             report = bench_ingest(sizes=sizes, log=log)
-            section = results_section(report, command=" ".join(["manage.py", *sys.argv[2:]]))
+            section = results_section(report, command=" ".join(["manage.py", *sys.argv[1:]]))
         log(f"bench database {name} dropped")
         self.stdout.write(report_table(report))
         self.stdout.write(API_NOTE)
