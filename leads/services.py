@@ -184,7 +184,12 @@ def lead_create(*, data: dict[str, Any], tags: Sequence[str] = (), now: datetime
 
 
 def lead_upsert(
-    *, data: dict[str, Any], tags: Sequence[str] = (), why: str = "upsert", now: datetime | None = None
+    *,
+    data: dict[str, Any],
+    tags: Sequence[str] = (),
+    defaults: dict[str, Any] | None = None,
+    why: str = "upsert",
+    now: datetime | None = None,
 ) -> UpsertResult:
     """Create or update the lead that the payload's identities point to.
 
@@ -196,7 +201,9 @@ def lead_upsert(
     for attempt in range(3):
         try:
             with transaction.atomic():
-                return _lead_upsert_once(data=data, identities=identities, tags=tags, why=why, now=now)
+                return _lead_upsert_once(
+                    data=data, identities=identities, tags=tags, defaults=defaults or {}, why=why, now=now
+                )
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -205,7 +212,13 @@ def lead_upsert(
 
 
 def _lead_upsert_once(
-    *, data: dict[str, Any], identities: dict[str, str], tags: Sequence[str], why: str, now: datetime
+    *,
+    data: dict[str, Any],
+    identities: dict[str, str],
+    tags: Sequence[str],
+    defaults: dict[str, Any],
+    why: str,
+    now: datetime,
 ) -> UpsertResult:
     matches = (
         list(Lead.objects.select_for_update().filter(_identity_query(identities)).order_by("id"))
@@ -227,12 +240,13 @@ def _lead_upsert_once(
                 why=f"{why}: one payload matched #{lead.pk} and #{other.pk} ({', '.join(identities)})",
                 now=now,
             )
-    changed = _apply(lead, data)
+    changed = _apply(lead, {**defaults, **data} if created else data)
     if created or changed:
         lead.save()
     if tags:
         lead_tags_change(lead=lead, add=tags, source=data.get("source") or "api", now=now)
-    leads_mark_dirty(lead_ids=[lead.pk], now=now)
+    elif created or changed:
+        leads_mark_dirty(lead_ids=[lead.pk], now=now)
     return UpsertResult(lead=lead, created=created, merged_ids=merged_ids)
 
 
@@ -244,10 +258,12 @@ def lead_bulk_upsert(
     items: Sequence[dict[str, Any] | None],
     tags: Sequence[Sequence[str]] | None = None,
     errors: Sequence[dict[str, Any] | None] | None = None,
+    defaults: Sequence[dict[str, Any]] | None = None,
     why: str = "bulk upsert",
     now: datetime | None = None,
 ) -> list[BulkItemResult]:
-    """Upsert many leads. `items[i]` is a validated payload, or None with `errors[i]` saying why.
+    """Upsert many leads. `items[i]` is a validated payload, or None with `errors[i]` saying why;
+    `defaults[i]` are fields written only if the item creates its lead (e.g. the source of an event).
 
     The good items land whatever the bad ones say. One query finds every lead that any identity of
     the batch names; new leads are inserted in one statement and changed ones updated in one.
@@ -255,6 +271,7 @@ def lead_bulk_upsert(
     """
     now = now or timezone_now()
     tags = tags or [()] * len(items)
+    defaults = defaults or [{}] * len(items)
     results: list[BulkItemResult | None] = [None] * len(items)
     for index, item in enumerate(items):
         if item is None:
@@ -263,7 +280,7 @@ def lead_bulk_upsert(
     valid = [(i, item) for i, item in enumerate(items) if item is not None]
     try:
         with transaction.atomic():
-            slow = _bulk_upsert_fast(valid=valid, tags=tags, results=results, now=now)
+            slow = _bulk_upsert_fast(valid=valid, tags=tags, defaults=defaults, results=results, now=now)
     except IntegrityError:
         # Another writer inserted one of our identities meanwhile: redo this batch item by item.
         logger.info("bulk upsert raced with another writer; falling back to one item at a time")
@@ -274,7 +291,7 @@ def lead_bulk_upsert(
         item = items[index]
         assert item is not None
         try:
-            outcome = lead_upsert(data=item, tags=tags[index], why=why, now=now)
+            outcome = lead_upsert(data=item, tags=tags[index], defaults=defaults[index], why=why, now=now)
         except IdentityConflict as exc:
             results[index] = BulkItemResult(
                 index=index, status="error", errors={"non_field_errors": [str(exc)]}
@@ -293,6 +310,7 @@ def _bulk_upsert_fast(
     *,
     valid: list[tuple[int, dict[str, Any]]],
     tags: Sequence[Sequence[str]],
+    defaults: Sequence[dict[str, Any]],
     results: list[BulkItemResult | None],
     now: datetime,
 ) -> list[int]:
@@ -338,12 +356,12 @@ def _bulk_upsert_fast(
                     setattr(lead, name, before.get(name))
                 slow.append(index)
                 continue
-            if id(lead) not in new_ids:
+            if id(lead) not in new_ids and changed:
                 touched[lead.pk] = lead
                 changed_fields.update(changed)
         else:
             lead = Lead(created_at=now, updated_at=now)
-            _apply(lead, item)
+            _apply(lead, {**defaults[index], **item})
             new_leads.append(lead)
             new_ids.add(id(lead))
             created_index.add(index)
@@ -369,7 +387,10 @@ def _bulk_upsert_fast(
         ]
         lead_tags_stamp(pairs=pairs, source="import", now=now)
 
-    leads_mark_dirty(lead_ids=[lead.pk for lead in item_lead.values()], now=now)
+    # Only leads whose data changed need the pools' attention.
+    dirty = [lead.pk for lead in new_leads] + list(touched)
+    dirty += [item_lead[index].pk for index in item_lead if tags[index]]
+    leads_mark_dirty(lead_ids=dirty, now=now)
     for index, lead in item_lead.items():
         results[index] = BulkItemResult(
             index=index, status="created" if index in created_index else "updated", id=lead.pk
@@ -592,11 +613,10 @@ def event_record_bulk(
         (i, item) for i, item in enumerate(items) if item is not None and item.identity is not None
     ]
     if by_identity:
+        # The event's source names where a lead came from only when the event creates it.
         upserts = lead_bulk_upsert(
-            items=[
-                {**item.identity, "source": item.identity.get("source") or item.source}
-                for _, item in by_identity
-            ],
+            items=[item.identity for _, item in by_identity],
+            defaults=[{"source": item.source} for _, item in by_identity],
             why="event",
             now=now,
         )
@@ -663,9 +683,10 @@ def _events_insert(rows: list[tuple[int, Event]]) -> set[int]:
     if not rows:
         return set()
     skip = "event_id" if connection.vendor == "postgresql" else None
-    # In lead order: the foreign-key checks at commit then lock the leads in id order (see
-    # _bulk_upsert_fast); a lead's own events keep their order.
-    events = sorted((event for _, event in rows), key=lambda event: event.lead_id)
+    # In (lead, event_id) order: the foreign-key checks at commit then lock the leads in id order (see
+    # _bulk_upsert_fast), and batches replaying the same event_ids in another order wait on the unique
+    # index instead of deadlocking on it.
+    events = sorted((event for _, event in rows), key=lambda event: (event.lead_id, event.event_id or ""))
     try:
         with transaction.atomic():
             inserted = {id(event) for event in rows_insert(events, skip_conflicts_on=skip)}
