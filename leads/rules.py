@@ -239,7 +239,17 @@ def _field_q(name: str, op: str, value: Any) -> Q:
             present = Q(properties__has_key=key) & ~Q(**{lookup: None}) & ~Q(**{lookup: ""})
             return present if value else ~present
         if op == "contains":
-            return Q(**{f"{lookup}__icontains": value})
+            return Q(properties__has_key=key) & Q(**{f"{lookup}__icontains": value})
+        # A missing key compares as SQL NULL, which NOT cannot turn true: say "has the key" first, so
+        # that {"not": {"field": "properties.plan", "op": "eq", …}} holds for leads without a plan.
+        has_key = Q(properties__has_key=key)
+        if op == "ne":
+            return ~(has_key & Q(**{lookup: value}))
+        if op == "eq":
+            return has_key & Q(**{lookup: value})
+        if op == "in":
+            return has_key & Q(**{f"{lookup}__in": value})
+        return has_key & Q(**{f"{lookup}__{op}": value})
     else:
         lookup = name
         if op == "is_set":

@@ -132,3 +132,18 @@ def test_thousand_events_in_bounded_queries(api, django_assert_max_num_queries):
         body = api.post("/api/v1/events/", batch, format="json").json()
     assert body["created"] == 1000
     assert Lead.objects.count() == 120
+
+
+def test_an_event_names_the_source_of_a_lead_it_creates_but_does_not_overwrite_a_known_one(api):
+    known = LeadFactory(phone="+8613600000000", source="官网表单")
+    api.post(
+        "/api/v1/events/",
+        [
+            {"lead": {"phone": "13600000000"}, "type": "message_in", "source": "企微"},
+            {"lead": {"phone": "13600000001"}, "type": "message_in", "source": "企微"},
+        ],
+        format="json",
+    )
+    known.refresh_from_db()
+    assert known.source == "官网表单"
+    assert Lead.objects.get(phone="+8613600000001").source == "企微"
