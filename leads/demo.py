@@ -55,6 +55,7 @@ DemoLoader = Callable[[DemoContext], dict[str, int]]
 DEMO_LOADERS: list[str] = [
     "leads.demo.demo_users_load",
     "leads.demo.demo_leads_load",
+    "leads.demo.demo_pools_load",
 ]
 
 
@@ -730,3 +731,18 @@ def _stages_set(histories: list[tuple[int, list[_StagePlan]]], users: dict[str, 
             )
             created += change is not None
     return created
+
+
+# --- Pools.
+
+
+def demo_pools_load(ctx: DemoContext) -> dict[str, int]:
+    """Evaluate the default pools over the demo leads, as the first tick would."""
+    from leads.models import Pool, PoolMembership
+    from leads.pools import pools_tick
+
+    pools_tick(ctx.now)
+    return {
+        f"pool_{pool.slug}": PoolMembership.objects.filter(pool=pool, left_at__isnull=True).count()
+        for pool in Pool.objects.order_by("family", "priority", "slug")
+    }
