@@ -899,3 +899,6 @@ class KeywordTagRuleAdmin(admin.ModelAdmin):
         rule = self._rule_from_post(request, rule_id, change=True)
         self._apply(request, rule)
         return HttpResponseRedirect(reverse("admin:leads_keywordtagrule_change", args=[rule.pk]))
+
+
+from leads import admin_pools  # noqa: E402, F401  (the pool editor lives in its own module)
