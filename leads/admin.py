@@ -23,6 +23,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.timezone import localtime
 from django.utils.timezone import now as timezone_now
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
@@ -255,6 +256,7 @@ class LeadAdmin(ExportMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
         "timeline",
+        "pools_display",
     ]
     actions = ["merge_leads"]
 
@@ -273,6 +275,7 @@ class LeadAdmin(ExportMixin, admin.ModelAdmin):
                         ("bant_budget", "bant_authority", "bant_need", "bant_timeline"),
                         "score",
                         "temperature",
+                        "pools_display",
                     ]
                 },
             ),
@@ -321,6 +324,24 @@ class LeadAdmin(ExportMixin, admin.ModelAdmin):
         )
         more = f" +{len(lead_tags) - 5}" if len(lead_tags) > 5 else ""
         return format_html("{}{}", shown, more)
+
+    @admin.display(description=_("pools (since)"))
+    def pools_display(self, lead: Lead) -> SafeString:
+        if not lead.pk:
+            return format_html("-")
+        rows = lead.pool_memberships.filter(left_at__isnull=True).select_related("pool").order_by("joined_at")
+        return format_html_join(
+            " ",
+            '<a class="nurture-tag" href="{}">{}</a> <span class="quiet">{}</span>',
+            (
+                (
+                    reverse("admin:leads_pool_change", args=[m.pool_id]),
+                    m.pool.name,
+                    localtime(m.joined_at).date(),
+                )
+                for m in rows
+            ),
+        ) or format_html("-")
 
     @admin.display(description=_("timeline (newest first)"))
     def timeline(self, lead: Lead) -> SafeString:

@@ -6,9 +6,10 @@ import os
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.utils.timezone import localtime
 from django.utils.timezone import now as timezone_now
 
-from leads.models import Pool
+from leads.models import Pool, PoolMembership
 from leads.pools import pool_evaluate_full
 from tests.conftest import CHROMIUM
 from tests.factories import LeadFactory
@@ -105,3 +106,14 @@ def test_the_preview_follows_the_rule_as_it_is_typed(live_server, page, transact
     error = page.locator(".pool-preview-error")
     error.wait_for(state="visible")
     assert "op: must be one of" in error.inner_text()
+
+
+@pytest.mark.django_db
+def test_the_lead_page_shows_its_pools_with_since_when(client, marketer):
+    lead = LeadFactory(industry="制造")
+    pool = Pool.objects.create(slug="mfg", name="制造业客户", rule={"field": "industry", "op": "eq", "value": "制造"})
+    pool_evaluate_full(pool=pool, now=timezone_now())
+    client.force_login(marketer)
+    page = client.get(f"/admin/leads/lead/{lead.pk}/change/").content.decode()
+    joined = localtime(PoolMembership.objects.get(lead=lead).joined_at).date()
+    assert f'制造业客户</a> <span class="quiet">{joined}</span>' in page
