@@ -111,7 +111,9 @@ def test_the_preview_follows_the_rule_as_it_is_typed(live_server, page, transact
 @pytest.mark.django_db
 def test_the_lead_page_shows_its_pools_with_since_when(client, marketer):
     lead = LeadFactory(industry="制造")
-    pool = Pool.objects.create(slug="mfg", name="制造业客户", rule={"field": "industry", "op": "eq", "value": "制造"})
+    pool = Pool.objects.create(
+        slug="mfg", name="制造业客户", rule={"field": "industry", "op": "eq", "value": "制造"}
+    )
     pool_evaluate_full(pool=pool, now=timezone_now())
     client.force_login(marketer)
     page = client.get(f"/admin/leads/lead/{lead.pk}/change/").content.decode()
