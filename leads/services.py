@@ -20,7 +20,16 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils.timezone import now as timezone_now
 
 from leads.bulk import rows_insert, rows_update
-from leads.models import IDENTITY_FIELDS, Event, Lead, LeadMerge, LeadTag, Stage, StageChange
+from leads.models import (
+    IDENTITY_FIELDS,
+    Event,
+    Lead,
+    LeadMerge,
+    LeadTag,
+    PoolMembership,
+    Stage,
+    StageChange,
+)
 from leads.pools import leads_mark_dirty
 from leads.tagging import lead_tags_stamp, tag_name_normalize, tags_get_or_create
 
@@ -117,6 +126,17 @@ def lead_merge_handler(model_label: str) -> Callable[[MergeHandler], MergeHandle
         return func
 
     return register
+
+
+@lead_merge_handler("leads.PoolMembership")
+def _merge_pool_memberships(survivor: Lead, merged: Lead, now: datetime) -> None:
+    """Memberships move over; where both leads are in a pool, the merged lead's stay ends now (one open
+    row per lead and pool)."""
+    survivor_pools = PoolMembership.objects.filter(lead=survivor, left_at__isnull=True).values("pool_id")
+    PoolMembership.objects.filter(lead=merged, left_at__isnull=True, pool_id__in=survivor_pools).update(
+        left_at=now
+    )
+    PoolMembership.objects.filter(lead=merged).update(lead=survivor)
 
 
 # --- Reading identities.

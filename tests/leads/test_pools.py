@@ -138,3 +138,17 @@ def test_cycles_and_unknown_pools_are_refused():
         pool_check(slug="d", rule={"pool": "nope"})
     with pytest.raises(RuleError, match="cycle: e → e"):
         pool_check(slug="e", rule={"not": {"pool": "e"}})
+
+
+def test_merging_two_members_of_one_pool_keeps_one_open_membership():
+    from leads.services import lead_merge
+
+    now = timezone_now()
+    pool = _pool("scored", {"score_gte": 50})
+    a, b = LeadFactory(score=80), LeadFactory(score=90)
+    pool_evaluate_full(pool=pool, now=now)
+    lead_merge(survivor=a, merged=b, why="same person", now=now + timedelta(minutes=1))
+    rows = PoolMembership.objects.filter(pool=pool, lead=a)
+    assert rows.count() == 2 and rows.filter(left_at__isnull=True).count() == 1
+    assert pools_evaluate_dirty(now=now + timedelta(minutes=2))["evaluated"] == 1
+    assert _members(pool) == {a.pk}
