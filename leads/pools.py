@@ -22,6 +22,7 @@ from django.utils.timezone import now as timezone_now
 
 from leads.models import DirtyLead, Lead, Pool, PoolMembership, PoolRun, Stage, StageChange
 from leads.rules import RuleError, rule_compile, rule_pools, rule_register_pool_compiler, rule_validate
+from nurture.outbox import outbox_put
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +184,8 @@ def _apply(*, pool: Pool, scope: Q, target: Q, now: datetime) -> Outcome:
             (at, pool.pk, *scope_params, *members_params),
         )
         left = [row[0] for row in cursor.fetchall()]
+    outbox_put(type="pool.joined", lead_ids=joined, occurred_at=now, data={"pool": pool.slug})
+    outbox_put(type="pool.left", lead_ids=left, occurred_at=now, data={"pool": pool.slug})
     return Outcome(joined=joined, left=left)
 
 
@@ -192,13 +195,24 @@ def _stages_follow(*, pool: Pool, joined: list[int], now: datetime) -> int:
         return 0
     to_stage, from_stages = STAGE_POOLS[pool.slug]
     moving = Lead.objects.filter(pk__in=joined, stage__in=from_stages)
+    before = dict(moving.values_list("pk", "stage"))
+    reason = f"joined pool {pool.slug}"
+    outbox_put(
+        type="lead.stage_changed",
+        lead_ids=before,
+        occurred_at=now,
+        data={"to": to_stage, "reason": reason},
+        data_by_lead={lead_id: {"from": stage} for lead_id, stage in before.items()},
+    )
+    if to_stage == Stage.MQL:
+        outbox_put(type="lead.mql", lead_ids=before, occurred_at=now, data={"reason": reason})
     select_sql, params = _sql(moving.values("id", "stage"))
     at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {StageChange._meta.db_table} (lead_id, from_stage, to_stage, reason, actor, at) "
             f"SELECT m.id, m.stage, %s, %s, 'engine', %s FROM ({select_sql}) AS m",
-            (to_stage, f"joined pool {pool.slug}", at, *params),
+            (to_stage, reason, at, *params),
         )
     return moving.update(stage=to_stage, updated_at=timezone_now())
 

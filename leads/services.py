@@ -32,6 +32,7 @@ from leads.models import (
 )
 from leads.pools import leads_mark_dirty
 from leads.tagging import lead_tags_stamp, tag_name_normalize, tags_get_or_create
+from nurture.outbox import outbox_put
 
 logger = logging.getLogger(__name__)
 
@@ -567,6 +568,12 @@ def lead_stage_set(
         )
         Lead.objects.filter(pk=lead.pk).update(stage=stage, updated_at=now)
         leads_mark_dirty(lead_ids=[lead.pk], now=now)
+        data = {"from": change.from_stage, "to": stage, "reason": reason}
+        if amount is not None:
+            data["amount"] = str(amount)
+        outbox_put(type="lead.stage_changed", lead_ids=[lead.pk], occurred_at=now, data=data)
+        if stage in (Stage.MQL, Stage.SQL) and change.from_stage != stage:
+            outbox_put(type=f"lead.{stage}", lead_ids=[lead.pk], occurred_at=now, data={"reason": reason})
     return change
 
 
