@@ -78,3 +78,17 @@ def test_a_real_celery_worker_runs_the_tick():
             os.killpg(worker.pid, signal.SIGKILL)
             output, _ = worker.communicate()
     assert b"nurture.tasks.engine_tick" in output
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("leads", [10, 200])
+def test_the_tick_takes_the_same_queries_whatever_the_number_of_leads(leads, django_assert_max_num_queries):
+    from leads.services import lead_bulk_upsert
+
+    items = [{"phone": f"+86139{n:08d}", "industry": "制造" if n % 2 else ""} for n in range(leads)]
+    lead_bulk_upsert(items=items)
+    call_command("tick", "--now", "2026-12-01T10:00:00+08:00", stdout=io.StringIO())  # the first full pass
+    lead_bulk_upsert(items=[{**item, "title": "IT经理"} for item in items])  # every lead dirty again
+    # About a dozen statements per pool (7 default pools), none per lead: 10 and 200 leads take the same.
+    with django_assert_max_num_queries(90):
+        call_command("tick", "--now", "2026-12-01T10:01:00+08:00", stdout=io.StringIO())
