@@ -28,7 +28,7 @@ from rest_framework.utils.urls import replace_query_param
 # Clock skew between app servers and the database that the in-flight bound tolerates.
 IN_FLIGHT_MARGIN = timedelta(milliseconds=500)
 # How long a page waits for writers that are committing rows it would show.
-IN_FLIGHT_WAIT = 3.0
+IN_FLIGHT_WAIT = 1.0
 
 
 def _encode(data: dict[str, Any]) -> str:
@@ -113,13 +113,13 @@ class KeysetPagination(BasePagination):
         page = rows[:size]
         if len(rows) > size or cut_short:
             # After a cut-short page the cursor says where to come back for what is still committing.
-            last = (
-                (page[-1].updated_at.isoformat(), page[-1].pk)
-                if page
-                else (cursor["u"], cursor["i"])
-                if cursor
-                else None
-            )
+            if page:
+                last = (page[-1].updated_at.isoformat(), page[-1].pk)
+            elif cursor:
+                last = (cursor["u"], cursor["i"])
+            else:  # an empty first page: come back from `updated_since` itself
+                since = parse_datetime(request.query_params.get("updated_since", ""))
+                last = (since.isoformat(), 0) if since else None
             if last is not None:
                 self.next_token = _encode({"u": last[0], "i": last[1]})
         return page

@@ -163,7 +163,7 @@ def test_a_page_does_not_skip_a_row_that_an_older_transaction_commits_later(http
     thread.start()
     assert stamped.wait(10)
     http.post("/api/v1/leads/", json={"phone": "13400000002", "name": "快事务"})
-    threading.Timer(0.5, release.set).start()
+    threading.Timer(1.5, release.set).start()
 
     names, url = [], f"/api/v1/leads/?updated_since={start.replace('+', '%2B')}"
     while url:
