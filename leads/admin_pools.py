@@ -19,7 +19,7 @@ from django.utils.timezone import now as timezone_now
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from leads.models import Lead, Pool, PoolMembership, PoolRun
+from leads.models import Lead, Pool, PoolMembership, PoolRun, RecycleReason
 from leads.pools import pool_check, pool_target
 from leads.rules import RuleError
 
@@ -273,3 +273,12 @@ _PREVIEW_SCRIPT = """<script>
   field.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(refresh, 400); });
 })();
 </script>"""
+
+
+@admin.register(RecycleReason)
+class RecycleReasonAdmin(admin.ModelAdmin):
+    """The list SDRs and the CRM choose from when a lead goes back to nurturing; the tag picks the pool."""
+
+    list_display = ["label", "code", "tag_name", "active", "position"]
+    list_editable = ["active", "position"]
+    search_fields = ["label", "code", "tag_name"]

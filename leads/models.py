@@ -360,3 +360,25 @@ class DirtyLead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lead_id} dirty since {self.marked_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RecycleReason(models.Model):
+    """Why the CRM or an SDR returned a lead to nurturing; the reason's tag decides its value pool."""
+
+    code = models.SlugField(_("code"), max_length=32, unique=True)
+    label = models.CharField(_("label"), max_length=64, unique=True)
+    tag_name = models.CharField(
+        _("tag"),
+        max_length=128,
+        help_text=_("Stamped on the lead, e.g. recycle:timing_later; pool rules read it"),
+    )
+    active = models.BooleanField(_("active"), default=True)
+    position = models.PositiveSmallIntegerField(_("position"), default=100)
+
+    class Meta:
+        verbose_name = _("recycle reason")
+        verbose_name_plural = _("recycle reasons")
+        ordering = ["position", "code"]
+
+    def __str__(self) -> str:
+        return self.label

@@ -27,6 +27,7 @@ from leads.models import (
     LeadMerge,
     LeadTag,
     PoolMembership,
+    RecycleReason,
     Stage,
     StageChange,
 )
@@ -572,9 +573,22 @@ def lead_stage_set(
         if amount is not None:
             data["amount"] = str(amount)
         outbox_put(type="lead.stage_changed", lead_ids=[lead.pk], occurred_at=now, data=data)
+        if stage == Stage.RECYCLED:
+            _recycle_tag(lead=lead, reason=reason, now=now)
         if stage in (Stage.MQL, Stage.SQL) and change.from_stage != stage:
             outbox_put(type=f"lead.{stage}", lead_ids=[lead.pk], occurred_at=now, data={"reason": reason})
     return change
+
+
+def _recycle_tag(*, lead: Lead, reason: str, now: datetime) -> None:
+    """A returned lead gets its reason's tag (by code or label), which the value pools' rules read."""
+    match = (
+        RecycleReason.objects.filter(active=True)
+        .filter(Q(code=reason.strip()) | Q(label=reason.strip()))
+        .first()
+    )
+    if match is not None:
+        lead_tags_change(lead=lead, add=[match.tag_name], source="recycle", now=now)
 
 
 def lead_update(*, lead: Lead, data: dict[str, Any], now: datetime | None = None) -> Lead:

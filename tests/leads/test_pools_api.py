@@ -88,3 +88,25 @@ def test_dirty_evaluation_follows_api_writes_and_events(api, django_assert_max_n
     assert api.get(f"/api/v1/leads/{wecom['id']}/").json()["pools"] == ["mil", "value-high"]
     incremental = PoolRun.objects.filter(kind="incremental", pool__slug="value-high").latest("started_at")
     assert (incremental.evaluated, incremental.joined) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("reason", "pool"),
+    [
+        ("时机未到", "value-high"),
+        ("no_budget", "value-medium"),
+        ("非决策人", "value-low"),
+        ("别的原因", "value-high"),
+    ],
+)
+def test_a_returned_lead_goes_to_the_value_pool_of_its_reason(api, reason, pool):
+    lead = LeadFactory(stage="sql", industry="教育")
+    lead_tags_change(lead=lead, add=["need:私域运营"], now=lead.created_at)
+    response = api.post(
+        f"/api/v1/leads/{lead.pk}/stage/", {"stage": "recycled", "reason": reason}, format="json"
+    )
+    assert response.status_code == 200
+    call_command("tick", "--now", "2026-11-23T10:00:00+08:00", stdout=io.StringIO())
+    body = api.get(f"/api/v1/leads/{lead.pk}/").json()
+    assert body["stage"] == "recycled"
+    assert pool in body["pools"]
