@@ -581,12 +581,12 @@ def lead_stage_set(
 
 
 def _recycle_tag(*, lead: Lead, reason: str, now: datetime) -> None:
-    """A returned lead gets its reason's tag (by code or label), which the value pools' rules read."""
-    match = (
-        RecycleReason.objects.filter(active=True)
-        .filter(Q(code=reason.strip()) | Q(label=reason.strip()))
-        .first()
-    )
+    """A returned lead gets its reason's tag, which the value pools' rules read. The reason matches by
+    code or label, or by a label it contains ("暂无预算，下季度再联系" is 暂无预算)."""
+    text = reason.strip()
+    reasons = list(RecycleReason.objects.filter(active=True))
+    match = next((r for r in reasons if text in (r.code, r.label)), None)
+    match = match or next((r for r in reasons if r.label and r.label in text), None)
     if match is not None:
         lead_tags_change(lead=lead, add=[match.tag_name], source="recycle", now=now)
 
