@@ -328,7 +328,7 @@ class LeadAdmin(ExportMixin, admin.ModelAdmin):
     @admin.display(description=_("pools (since)"))
     def pools_display(self, lead: Lead) -> SafeString:
         if not lead.pk:
-            return format_html("-")
+            return SafeString("-")
         rows = lead.pool_memberships.filter(left_at__isnull=True).select_related("pool").order_by("joined_at")
         return format_html_join(
             " ",
@@ -341,7 +341,7 @@ class LeadAdmin(ExportMixin, admin.ModelAdmin):
                 )
                 for m in rows
             ),
-        ) or format_html("-")
+        ) or SafeString("-")
 
     @admin.display(description=_("timeline (newest first)"))
     def timeline(self, lead: Lead) -> SafeString:

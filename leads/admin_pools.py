@@ -218,7 +218,7 @@ class PoolAdmin(admin.ModelAdmin):
     @admin.display(description=_("members per day"))
     def size_history(self, pool: Pool) -> SafeString:
         if not pool.pk:
-            return format_html("-")
+            return SafeString("-")
         history = _size_history(pool)
         top = max((count for _, count in history), default=0) or 1
         bars = format_html_join(
