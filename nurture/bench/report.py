@@ -67,7 +67,9 @@ def _code_version() -> str:
 def _number(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    return f"{value:,.1f} {unit}" if unit == "ms" else f"{value:,.0f} {unit}"
+    if unit in ("s", "×"):
+        return f"{value:,.2f} {unit}"
+    return f"{value:,.1f} {unit}" if unit in ("ms", "MB") else f"{value:,.0f} {unit}"
 
 
 def _target(figure: Figure) -> str:
@@ -99,12 +101,14 @@ def report_table(report: IngestReport) -> str:
     return "\n".join([*lines, "", *details, *(f"  {note}" for note in report.notes)])
 
 
-def results_section(report: IngestReport, *, command: str) -> str:
+def results_section(
+    report: IngestReport, *, command: str, suite: str = "ingest", note: str = API_NOTE
+) -> str:
     """A dated Markdown section for bench/RESULTS.md."""
     facts = machine_facts()
     stamp = timezone.localtime().strftime("%Y-%m-%d %H:%M %Z")
     lines = [
-        f"## {stamp} — `bench ingest`",
+        f"## {stamp} — `bench {suite}`",
         "",
         "Machine: " + ", ".join(f"{key} {value}" for key, value in facts.items()) + ".",
         f"Command: `{command}`.",
@@ -118,7 +122,7 @@ def results_section(report: IngestReport, *, command: str) -> str:
             f"| {f.label} | {_number(f.value, f.unit)} | {_target(f)} | {_number(f.naive, f.unit)} "
             f"| {_ratio(f)} | {what} |"
         )
-    lines += ["", API_NOTE, *(f"{note}" for note in report.notes), ""]
+    lines += ["", *([note] if note else []), *report.notes, ""]
     return "\n".join(lines) + "\n"
 
 

@@ -12,22 +12,43 @@ from django.core.management.base import BaseCommand
 
 from nurture.bench.database import bench_database, bench_database_refuse_unless_postgresql
 from nurture.bench.ingest import IngestSizes, bench_ingest, bench_settings
+from nurture.bench.pools import PoolsSizes, bench_pools
 from nurture.bench.report import API_NOTE, report_table, results_append, results_section
 
 QUICK = IngestSizes(leads=2_000, events=2_000, list_leads=20_000, naive_sample=200, list_repeat=5)
+QUICK_POOLS = PoolsSizes(leads=2_000, events=20_000, dirty=200, loop=200)
 
 
 class Command(BaseCommand):
     help = (
         "Benchmark harness. `ingest`: bulk lead upsert and bulk events through the API, and the "
-        "tag-filtered lead list over a big table, each beside the naive way. Runs on a database it "
-        "creates and drops; PostgreSQL only."
+        "tag-filtered lead list over a big table, each beside the naive way. `pools`: full and "
+        "incremental evaluation of the default pools over generated leads and events. Runs on a "
+        "database it creates and drops; PostgreSQL only."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("suite", choices=["ingest"], help="what to measure")
-        parser.add_argument("--leads", type=int, default=IngestSizes.leads, help="leads to bulk upsert")
-        parser.add_argument("--events", type=int, default=IngestSizes.events, help="events to post")
+        parser.add_argument("suite", choices=["ingest", "pools"], help="what to measure")
+        parser.add_argument(
+            "--leads",
+            type=int,
+            default=None,
+            help=f"ingest: leads to bulk upsert ({IngestSizes.leads:,}); pools: leads generated "
+            f"({PoolsSizes.leads:,})",
+        )
+        parser.add_argument(
+            "--events",
+            type=int,
+            default=None,
+            help=f"ingest: events to post ({IngestSizes.events:,}); pools: events generated "
+            f"({PoolsSizes.events:,})",
+        )
+        parser.add_argument(
+            "--dirty", type=int, default=PoolsSizes.dirty, help="pools: dirty leads evaluated"
+        )
+        parser.add_argument(
+            "--loop", type=int, default=PoolsSizes.loop, help="pools: leads the rule_matches loop checks"
+        )
         parser.add_argument(
             "--list-leads", type=int, default=IngestSizes.list_leads, help="leads in the table the list reads"
         )
@@ -57,6 +78,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> str:
         bench_database_refuse_unless_postgresql()
+        if options["suite"] == "pools":
+            return self._pools(options)
+        options["leads"] = options["leads"] or IngestSizes.leads
+        options["events"] = options["events"] or IngestSizes.events
         if options["quick"]:
             sizes = IngestSizes(
                 **{
@@ -77,13 +102,7 @@ class Command(BaseCommand):
                 http_clients=options["http"],
                 http_workers=options["http_workers"],
             )
-        verbose = options["verbosity"] >= 1
-
-        def log(line: str) -> None:
-            if verbose:
-                self.stderr.write(line)
-                self.stderr.flush()
-
+        log = self._log(options)
         with bench_database() as name, bench_settings():
             log(f"bench database {name} created and migrated")
             report = bench_ingest(sizes=sizes, log=log)
@@ -91,6 +110,40 @@ class Command(BaseCommand):
         log(f"bench database {name} dropped")
         self.stdout.write(report_table(report))
         self.stdout.write(API_NOTE)
+        if options["write_results"]:
+            results_append(options["results_file"], section)
+            self.stdout.write(f"appended to {options['results_file']}")
+        return ""
+
+    def _log(self, options: dict[str, Any]) -> Any:
+        verbose = options["verbosity"] >= 1
+
+        def log(line: str) -> None:
+            if verbose:
+                self.stderr.write(line)
+                self.stderr.flush()
+
+        return log
+
+    def _pools(self, options: dict[str, Any]) -> str:
+        if options["quick"]:
+            sizes = QUICK_POOLS
+        else:
+            sizes = PoolsSizes(
+                leads=options["leads"] or PoolsSizes.leads,
+                events=options["events"] if options["events"] is not None else PoolsSizes.events,
+                dirty=options["dirty"],
+                loop=options["loop"],
+            )
+        log = self._log(options)
+        with bench_database() as name, bench_settings():
+            log(f"bench database {name} created and migrated")
+            report = bench_pools(sizes=sizes, log=log)
+            section = results_section(
+                report, command=" ".join(["manage.py", *sys.argv[1:]]), suite="pools", note=""
+            )
+        log(f"bench database {name} dropped")
+        self.stdout.write(report_table(report))
         if options["write_results"]:
             results_append(options["results_file"], section)
             self.stdout.write(f"appended to {options['results_file']}")
