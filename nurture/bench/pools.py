@@ -206,7 +206,7 @@ def bench_pools(*, sizes: PoolsSizes, log: Log) -> IngestReport:
             value=None,  # type: ignore[arg-type]
             unit="s",
             target=None,
-            detail="not built yet: there is no scoring to recompute",
+            detail="scoring does not exist yet",
         )
     )
 
