@@ -17,14 +17,17 @@ same compiler, so there is no second interpreter to drift from it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Case, Exists, IntegerField, OuterRef, Q, Value, When
+from django.db.models import Case, Exists, IntegerField, OuterRef, Q, QuerySet, Value, When
 from django.db.models.lookups import GreaterThanOrEqual
 
-from leads.models import Event, Lead, LeadTag
+from leads.models import Event, Lead, LeadTag, Tag
 
 FIELD_OPS = frozenset({"eq", "ne", "in", "gt", "gte", "lt", "lte", "is_set", "contains"})
 TEXT_FIELDS = frozenset(
@@ -289,17 +292,64 @@ def _bant_count() -> Any:
     return parts[0] + parts[1] + parts[2] + parts[3]
 
 
+def _known_tag_ids(rule: dict[str, Any]) -> list[int] | None:
+    """The ids a tag node means, when the caller looked them up (`rule_tag_ids_known`); else None."""
+    from leads.tagging import tag_name_normalize
+
+    known = _TAG_IDS.get()
+    if known is None:
+        return None
+    name = rule["tag"].strip()
+    if name.endswith(":*"):
+        group = name[:-2].strip()
+        return known.by_group.get(group, []) if group in known.groups_asked else None
+    name = tag_name_normalize(name)
+    return known.by_name.get(name, []) if name in known.names_asked else None
+
+
+def _lead_tags(count_gte: int) -> QuerySet:
+    tags = LeadTag.objects.filter(lead=OuterRef("pk"))
+    # Stamping creates a row with count 1 and only adds to it, so "at least once" is "has the row":
+    # without the count the test reads only the (tag, lead) index.
+    return tags if count_gte <= 1 else tags.filter(count__gte=count_gte)
+
+
+def _tags_q(ids: list[int], count_gte: int) -> Q:
+    if not ids:
+        return Q(pk__isnull=True)  # no such tag: nobody has it (SQL that says false)
+    return Q(Exists(_lead_tags(count_gte).filter(tag_id__in=sorted(set(ids)))))
+
+
+def _merged_tags(children: list[Any], *, negated: bool) -> tuple[list[Q], list[Any]]:
+    """Sibling tag tests of one count (`any`: tags; `all`: `not` tags) as one EXISTS over all their
+    ids: one semi- or anti-join where each test was a sub-plan run per lead. Returns the merged `Q`s
+    and the children left to compile one by one."""
+    by_count: dict[int, list[int]] = {}
+    rest = []
+    for child in children:
+        node = child.get("not") if negated else child
+        ids = _known_tag_ids(node) if isinstance(node, dict) and "tag" in node else None
+        if ids is None:
+            rest.append(child)
+        else:
+            by_count.setdefault(node.get("count_gte", 1), []).extend(ids)
+    merged = [~_tags_q(ids, n) if negated else _tags_q(ids, n) for n, ids in sorted(by_count.items())]
+    return merged, rest
+
+
 def rule_compile(rule: dict[str, Any], *, now: datetime) -> Q:
     """Compile a validated rule to one `Q` over `Lead`, as of `now` (for `within_days`, `days_since`)."""
     if "all" in rule:
+        merged, rest = _merged_tags(rule["all"], negated=True)
         result = Q()
-        for child in rule["all"]:
-            result &= rule_compile(child, now=now)
+        for part in [*merged, *(rule_compile(child, now=now) for child in rest)]:
+            result &= part
         return result
     if "any" in rule:
+        merged, rest = _merged_tags(rule["any"], negated=False)
         result = Q(pk__in=[])
-        for child in rule["any"]:
-            result |= rule_compile(child, now=now)
+        for part in [*merged, *(rule_compile(child, now=now) for child in rest)]:
+            result |= part
         return result
     if "not" in rule:
         return ~rule_compile(rule["not"], now=now)
@@ -308,13 +358,14 @@ def rule_compile(rule: dict[str, Any], *, now: datetime) -> Q:
     if "tag" in rule:
         from leads.tagging import tag_name_normalize
 
+        count_gte = rule.get("count_gte", 1)
+        ids = _known_tag_ids(rule)
+        if ids is not None:
+            return _tags_q(ids, count_gte)
         name = rule["tag"].strip()
-        tags = LeadTag.objects.filter(lead=OuterRef("pk"), count__gte=rule.get("count_gte", 1))
-        if name.endswith(":*"):
-            tags = tags.filter(tag__group=name[:-2].strip())  # any tag of the group
-        else:
-            tags = tags.filter(tag__name=tag_name_normalize(name))
-        return Q(Exists(tags))
+        if name.endswith(":*"):  # any tag of the group
+            return Q(Exists(_lead_tags(count_gte).filter(tag__group=name[:-2].strip())))
+        return Q(Exists(_lead_tags(count_gte).filter(tag__name=tag_name_normalize(name))))
     if "event" in rule:
         return _event_q(rule, now)
     if "days_since" in rule:
@@ -336,6 +387,70 @@ def rule_compile(rule: dict[str, Any], *, now: datetime) -> Q:
     raise RuleError("rule", "not a rule node")
 
 
+@dataclass(frozen=True)
+class _TagIds:
+    names_asked: frozenset[str]
+    groups_asked: frozenset[str]
+    by_name: dict[str, list[int]]
+    by_group: dict[str, list[int]]
+
+
+# The ids of the tags that the rules being compiled name, when the caller looked them up.
+_TAG_IDS: ContextVar[_TagIds | None] = ContextVar("rule_tag_ids", default=None)
+
+
+def _rule_tags(rule: Any, names: set[str], groups: set[str]) -> None:
+    from leads.tagging import tag_name_normalize
+
+    if not isinstance(rule, dict):
+        return
+    if isinstance(rule.get("tag"), str):
+        name = rule["tag"].strip()
+        if name.endswith(":*"):
+            groups.add(name[:-2].strip())
+        else:
+            names.add(tag_name_normalize(name))
+    for child in [*(rule.get("all") or []), *(rule.get("any") or []), rule.get("not")]:
+        _rule_tags(child, names, groups)
+
+
+@contextmanager
+def rule_tag_ids_known(rules: Iterable[Any]) -> Iterator[None]:
+    """Within the block, the tag nodes of these rules compile to the tags' ids, looked up now in one
+    query, instead of a join on the tag's name or group: the planner then knows which rows of
+    `leads_leadtag` a test reads (by name it guessed 1/n of the table and scanned all of it)."""
+    names: set[str] = set()
+    groups: set[str] = set()
+    for rule in rules:
+        _rule_tags(rule, names, groups)
+    by_name: dict[str, list[int]] = {}
+    by_group: dict[str, list[int]] = {}
+    if names or groups:
+        tags = Tag.objects.filter(Q(name__in=names) | Q(group__in=groups)).values_list("pk", "name", "group")
+        for pk, name, group in tags:
+            if name in names:
+                by_name.setdefault(name, []).append(pk)
+            if group in groups:
+                by_group.setdefault(group, []).append(pk)
+    token = _TAG_IDS.set(_TagIds(frozenset(names), frozenset(groups), by_name, by_group))
+    try:
+        yield
+    finally:
+        _TAG_IDS.reset(token)
+
+
 def rule_matches(rule: dict[str, Any], lead: Lead, *, now: datetime) -> bool:
     """Does this one lead meet the rule? Asked through the same compiler as the set-based form."""
     return Lead.objects.filter(pk=lead.pk).filter(rule_compile(rule, now=now)).exists()
+
+
+def rule_reads_score(rule: Any) -> bool:
+    """Does a (valid) rule read the score or the temperature (so a rescore can change its answer)?"""
+    if not isinstance(rule, dict):
+        return False
+    if "score_gte" in rule or rule.get("field") in ("score", "temperature"):
+        return True
+    children = [*(rule.get("all") or []), *(rule.get("any") or [])]
+    if "not" in rule:
+        children.append(rule["not"])
+    return any(rule_reads_score(child) for child in children)

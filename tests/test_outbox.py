@@ -57,7 +57,8 @@ def test_a_crashed_evaluation_announces_nothing(monkeypatch):
     def crash(**kwargs):
         raise RuntimeError("worker killed")
 
-    monkeypatch.setattr(pools_module, "_stages_follow", crash)
+    # After the batch's writes (the run's record comes last), so they must roll back.
+    monkeypatch.setattr(pools_module, "_record", crash)
     with pytest.raises(RuntimeError):
         pools_evaluate_dirty(now=lead.created_at)
     assert _messages(lead) == []
