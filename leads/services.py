@@ -591,6 +591,27 @@ def _recycle_tag(*, lead: Lead, reason: str, now: datetime) -> None:
         lead_tags_change(lead=lead, add=[match.tag_name], source="recycle", now=now)
 
 
+def lead_scores_copy(*, source_table: str, now: datetime) -> int:
+    """Copy `score` and `temperature` from a (lead_id, score, temperature) table of the scoring app onto
+    the leads whose values differ, in one statement; returns the leads changed.
+
+    A new temperature moves `updated_at` (a sync by `updated_since` sees a lead turn hot); a score that
+    only drifts (decay moves most scores every night) does not, so the nightly rescoring neither marks
+    every lead updated nor rewrites every index of the lead table: score is in no index, and the update
+    stays on its page (HOT)."""
+    table = Lead._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET score = s.score, temperature = s.temperature, "
+            f"updated_at = CASE WHEN {table}.temperature <> s.temperature THEN %s "
+            f"ELSE {table}.updated_at END "
+            f"FROM {source_table} s WHERE {table}.id = s.lead_id "
+            f"AND ({table}.score <> s.score OR {table}.temperature <> s.temperature)",
+            [connection.ops.adapt_datetimefield_value(now)],
+        )
+        return max(cursor.rowcount, 0)
+
+
 def lead_update(*, lead: Lead, data: dict[str, Any], now: datetime | None = None) -> Lead:
     """PATCH: write the given fields; an identity that belongs to another lead raises IdentityConflict."""
     now = now or timezone_now()

@@ -33,9 +33,13 @@ class TickReport:
 def _steps() -> list[tuple[str, TickStep]]:
     # In order: what later steps read comes first. Scoring, sequences, channels and SLA add theirs.
     from leads.pools import pools_tick
+    from scoring.services import scores_tick
 
+    # The leads marked dirty are rescored inside pools_tick (before the pools read the scores); the
+    # scores step is the nightly or after-a-change recomputation of everyone.
     return [
         ("pools", pools_tick),
+        ("scores", scores_tick),
     ]
 
 

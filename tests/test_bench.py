@@ -61,7 +61,10 @@ def test_bench_pools_quick_reports_the_figures():
         "MQL full evaluation ÷ one SQL statement",
         "rule_matches per lead",
         "incremental evaluation, 200 dirty leads",
-        "full score recompute: not built yet",
+        "first scoring of every lead (the ledger built from every event)",
+        "full score recompute after a rule changed",
+        "full score recompute (nightly, a day of decay)",
+        "incremental rescoring, 200 dirty leads",
         "peak RSS of the process",
     ):
         assert label in text, text

@@ -34,6 +34,7 @@ from leads.api.serializers import (
 )
 from leads.models import Lead
 from leads.selectors import lead_timeline
+from scoring.api import ScoreExplanationSerializer, score_explanation_data
 
 
 def _lead_queryset() -> QuerySet[Lead]:
@@ -181,6 +182,13 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 raise ValidationError({"before": ["an ISO 8601 date-time"]})
         items = lead_timeline(lead=lead, before=before, limit=int(raw_limit))
         return Response({"lead": lead.pk, "results": items})
+
+    @extend_schema(responses={200: ScoreExplanationSerializer})
+    @action(detail=True, methods=["get"])
+    def score(self, request: Request, pk: str) -> Response:
+        """Why the lead scores what it does: each fit rule it meets, each behaviour rule with its points,
+        when they were earned and what they are worth after decay, grade and temperature."""
+        return Response(score_explanation_data(lead=self.get_object(), now=timezone_now()))
 
 
 class EventView(APIView):
