@@ -1,0 +1,92 @@
+"""Public pages of content: tracked links (`/c/<token>/`) and gated landing pages (`/p/<slug>/`)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_http_methods
+from django_ratelimit.core import is_ratelimited
+
+from content.forms import LandingForm
+from content.models import ConsentText, ContentAsset
+from content.services import landing_submit, link_open
+
+
+def _deliver(asset: ContentAsset) -> HttpResponse:
+    """The asset itself: its file as a download, its URL, or (neither) its landing page."""
+    if asset.file:
+        name = asset.file.name.rsplit("/", 1)[-1]
+        return FileResponse(asset.file.open("rb"), as_attachment=True, filename=name)
+    if asset.target_url:
+        return HttpResponseRedirect(asset.target_url)
+    return HttpResponseRedirect(reverse("content-landing", args=[asset.slug]))
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD"])
+def link_view(request: HttpRequest, token: str) -> HttpResponse:
+    """A tracked link: 404 for a forged or revoked token; a gated asset goes to its form first."""
+    opened = link_open(
+        token=token[:64], method=request.method or "GET", user_agent=request.META.get("HTTP_USER_AGENT", "")
+    )
+    if opened is None:
+        raise Http404("No such link.")
+    if opened.link.asset.gated:
+        response: HttpResponse = HttpResponseRedirect(
+            reverse("content-landing", args=[opened.link.asset.slug])
+        )
+    elif request.method == "HEAD":
+        response = HttpResponseRedirect(opened.destination)
+    else:
+        response = _deliver(opened.link.asset)
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "HEAD", "POST"])
+def landing_view(request: HttpRequest, slug: str) -> HttpResponse:
+    """The asset's summary and its short form; a valid submission (with consent) serves the download."""
+    asset = get_object_or_404(ContentAsset.objects.prefetch_related("tags"), slug=slug, active=True)
+    consent_text = ConsentText.objects.filter(active=True).order_by("-created_at", "-id").first()
+    status = 200
+    if request.method == "POST":
+        if is_ratelimited(
+            request,
+            group="content-landing",
+            key="ip",
+            rate=settings.NURTURE_LANDING_RATE,
+            method="POST",
+            increment=True,
+        ):
+            form = LandingForm(consent_text=consent_text)
+            return render(
+                request,
+                "content/landing.html",
+                {"asset": asset, "form": form, "consent": consent_text, "limited": True},
+                status=429,
+            )
+        form = LandingForm(request.POST, consent_text=consent_text)
+        if form.is_valid() and consent_text is not None:
+            landing_submit(asset=asset, person=form.person(), consent_version=consent_text.version)
+            return _deliver_after_form(request, asset)
+        status = 400
+    else:
+        form = LandingForm(consent_text=consent_text)
+    return render(
+        request,
+        "content/landing.html",
+        {"asset": asset, "form": form, "consent": consent_text},
+        status=status,
+    )
+
+
+def _deliver_after_form(request: HttpRequest, asset: ContentAsset) -> HttpResponse:
+    if asset.file or asset.target_url:
+        return _deliver(asset)
+    return render(request, "content/thanks.html", {"asset": asset})
