@@ -30,6 +30,7 @@ from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportMixin
 from import_export.formats import base_formats
 
+from content.selectors import content_recommend
 from leads.auth import api_key_create
 from leads.identity import IdentityError, normalize_identity, normalize_phone
 from leads.imports import (
@@ -55,6 +56,7 @@ from leads.models import (
 from leads.selectors import lead_timeline
 from leads.services import lead_merge, lead_resolve, lead_stage_set, lead_tags_change
 from leads.tagging import tag_name_normalize, tag_split
+from scoring.selectors import score_explain
 
 MERGE_WHY = "merged by hand in the admin"
 STAGE_EDIT_REASON = "edited in the admin"
@@ -234,6 +236,7 @@ class LeadAdmin(ExportMixin, admin.ModelAdmin):
         "email",
         "stage",
         "score",
+        "temperature",
         "tags_display",
         "owner",
         "source",
@@ -257,6 +260,8 @@ class LeadAdmin(ExportMixin, admin.ModelAdmin):
         "updated_at",
         "timeline",
         "pools_display",
+        "score_explanation",
+        "next_content",
     ]
     actions = ["merge_leads"]
 
@@ -284,6 +289,8 @@ class LeadAdmin(ExportMixin, admin.ModelAdmin):
         ]
         if obj is not None:
             fieldsets += [
+                (_("Score"), {"fields": ["score_explanation"]}),
+                (_("Next best content"), {"fields": ["next_content"]}),
                 (_("Timeline"), {"fields": ["timeline"]}),
                 (
                     _("Dates"),
@@ -342,6 +349,24 @@ class LeadAdmin(ExportMixin, admin.ModelAdmin):
                 for m in rows
             ),
         ) or SafeString("-")
+
+    @admin.display(description=_("why this score"))
+    def score_explanation(self, lead: Lead) -> SafeString:
+        explanation = score_explain(lead=lead, now=timezone_now())
+        return render_to_string("admin/scoring/score_explanation.html", {"e": explanation})
+
+    @admin.display(description=_("recommended next"))
+    def next_content(self, lead: Lead) -> SafeString:
+        pick = content_recommend(lead=lead, now=timezone_now())
+        if pick.asset is None:
+            return format_html("{}<br><span class='quiet'>{}</span>", "-", " · ".join(pick.signals))
+        return format_html(
+            '<a href="{}">{}</a> ({})<br><span class="quiet">{}</span>',
+            reverse("admin:content_contentasset_change", args=[pick.asset.pk]),
+            pick.asset.title,
+            pick.asset.get_form_display(),
+            " · ".join(pick.signals),
+        )
 
     @admin.display(description=_("timeline (newest first)"))
     def timeline(self, lead: Lead) -> SafeString:

@@ -55,7 +55,9 @@ DemoLoader = Callable[[DemoContext], dict[str, int]]
 DEMO_LOADERS: list[str] = [
     "leads.demo.demo_users_load",
     "leads.demo.demo_leads_load",
+    "content.demo.demo_content_load",
     "leads.demo.demo_pools_load",
+    "scoring.demo.demo_scores_load",
 ]
 
 

@@ -112,6 +112,17 @@ CELERY_TIMEZONE = "UTC"
 # The embedded demo runs the tick in a thread of the web process instead of Celery beat.
 NURTURE_INPROCESS_SCHEDULER = env_bool("NURTURE_INPROCESS_SCHEDULER", not REDIS_URL)
 NURTURE_TICK_SECONDS = env_int("NURTURE_TICK_SECONDS", 60)
+# Gated landing-page submissions per client IP (django-ratelimit's rate syntax: "20/h", "5/10m").
+NURTURE_LANDING_RATE = env_str("NURTURE_LANDING_RATE", "20/h")
+# Local hour after which the first tick rescores every lead (decay moves scores without any write).
+NURTURE_SCORE_NIGHTLY_HOUR = env_int("NURTURE_SCORE_NIGHTLY_HOUR", 3)
+# Pools: every pool is evaluated over all leads once a night after this local hour; time-dependent
+# pools (days_since, within_days) also every so many minutes, behind the per-tick sweep of leads whose
+# time condition turned (leads/pools.py).
+NURTURE_POOL_NIGHTLY_HOUR = env_int("NURTURE_POOL_NIGHTLY_HOUR", 3)
+NURTURE_POOL_TIME_EVERY_MINUTES = env_int("NURTURE_POOL_TIME_EVERY_MINUTES", 60)
+# Leads per statement of a pool's full pass: fewer statements are faster, smaller ones lock for less.
+NURTURE_POOL_FULL_BATCH = env_int("NURTURE_POOL_FULL_BATCH", 250_000)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -3,6 +3,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from content.api import ContentAssetViewSet
+from content.views import landing_view, link_view
 from leads.api.pools import PoolViewSet
 from leads.api.views import EventView, LeadViewSet
 from nurture import views
@@ -10,6 +12,7 @@ from nurture import views
 router = SimpleRouter(trailing_slash=True)
 router.register("leads", LeadViewSet, basename="lead")
 router.register("pools", PoolViewSet, basename="pool")
+router.register("content", ContentAssetViewSet, basename="content")
 
 api_v1 = [
     *router.urls,
@@ -21,6 +24,8 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
+    path("c/<str:token>/", link_view, name="content-link"),
+    path("p/<slug:slug>/", landing_view, name="content-landing"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
