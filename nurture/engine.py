@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 # How long the record of engine ticks is kept (one a minute).
 TICK_HISTORY = timedelta(days=7)
 
-TickStep = Callable[[datetime], dict[str, int] | None]
+TickStep = Callable[..., dict[str, int] | None]
 
 
 @dataclass
@@ -34,17 +34,22 @@ def _steps() -> list[tuple[str, TickStep]]:
     # In order: what later steps read comes first. Scoring, sequences, channels and SLA add theirs.
     from leads.pools import pools_tick
     from scoring.services import scores_tick
+    from sequences.engine import sequences_tick
 
     # The leads marked dirty are rescored inside pools_tick (before the pools read the scores); the
     # scores step is the nightly or after-a-change recomputation of everyone.
     return [
         ("pools", pools_tick),
         ("scores", scores_tick),
+        ("sequences", sequences_tick),
     ]
 
 
-def tick(*, now: datetime | None = None) -> TickReport:
-    """Run one engine cycle as of `now` (default: the real clock) and record it as a TickRun."""
+def tick(*, now: datetime | None = None, inline: bool = True) -> TickReport:
+    """Run one engine cycle as of `now` (default: the real clock) and record it as a TickRun.
+
+    `inline`: due touches are sent in this process (`manage.py tick`, the embedded demo); otherwise
+    in batches by Celery workers (beat's tick)."""
     from nurture.models import TickRun
 
     now = now or timezone_now()
@@ -54,7 +59,7 @@ def tick(*, now: datetime | None = None) -> TickReport:
     error = ""
     try:
         for name, step in _steps():
-            report.steps[name] = step(now) or {}
+            report.steps[name] = (step(now, inline=inline) if name == "sequences" else step(now)) or {}
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dj_database_url
@@ -123,6 +124,24 @@ NURTURE_POOL_NIGHTLY_HOUR = env_int("NURTURE_POOL_NIGHTLY_HOUR", 3)
 NURTURE_POOL_TIME_EVERY_MINUTES = env_int("NURTURE_POOL_TIME_EVERY_MINUTES", 60)
 # Leads per statement of a pool's full pass: fewer statements are faster, smaller ones lock for less.
 NURTURE_POOL_FULL_BATCH = env_int("NURTURE_POOL_FULL_BATCH", 250_000)
+
+# Sequences and channels. Channel → adapter (dotted path); a channel not listed, or whose adapter says
+# its settings are missing, skips its touches with reason not_configured.
+NURTURE_CHANNEL_ADAPTERS = {
+    "console": "channels.adapters.console.ConsoleAdapter",
+    "call": "channels.adapters.console.ConsoleAdapter",
+}
+# More or other adapters as JSON, e.g. {"sms": "channels.adapters.sms.SmsAdapter"} (tests, deployments).
+NURTURE_CHANNEL_ADAPTERS.update(json.loads(env_str("NURTURE_CHANNEL_ADAPTERS", "") or "{}"))
+# Touches per lead per channel per local day, across all sequences ("*": every channel not named).
+NURTURE_FREQUENCY_CAPS = {"*": env_int("NURTURE_FREQUENCY_CAP", 1)}
+NURTURE_DISPATCH_BATCH = env_int("NURTURE_DISPATCH_BATCH", 500)
+# A touch claimed this long ago and still `sending` belongs to a dead worker: reconcile it.
+NURTURE_SENDING_LEASE_MINUTES = env_int("NURTURE_SENDING_LEASE_MINUTES", 10)
+# A due touch handed to a worker this long ago and still scheduled: its task was lost, hand it out again.
+NURTURE_QUEUE_LEASE_MINUTES = env_int("NURTURE_QUEUE_LEASE_MINUTES", 5)
+# A staff task (step mode "task") open this long past due goes to the managers.
+NURTURE_TASK_DEADLINE_HOURS = env_int("NURTURE_TASK_DEADLINE_HOURS", 24)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
