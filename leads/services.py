@@ -765,7 +765,8 @@ def _events_insert(rows: list[tuple[int, Event]]) -> set[int]:
 
 
 def _leads_note_events(events: list[Event]) -> None:
-    """Move each lead's last-event and last-inbound times forward; an unsubscribe sets do-not-contact."""
+    """Move each lead's last-event and last-inbound times forward; an unsubscribe sets do-not-contact
+    (one from a single channel, `properties.channel`, opts out of that channel only)."""
     if not events:
         return
     last: dict[int, datetime] = {}
@@ -776,7 +777,7 @@ def _leads_note_events(events: list[Event]) -> None:
         last[lead_id] = max(last.get(lead_id, event.occurred_at), event.occurred_at)
         if event.type in INBOUND_EVENT_TYPES:
             inbound[lead_id] = max(inbound.get(lead_id, event.occurred_at), event.occurred_at)
-        if event.type == "unsubscribed":
+        if event.type == "unsubscribed" and not (event.properties or {}).get("channel"):
             optout.add(lead_id)
     _lead_times_forward(last_event=last, last_inbound=inbound)
     leads_mark_dirty(lead_ids=last.keys())

@@ -103,7 +103,7 @@ def sequence_check(*, data: dict[str, Any], steps: Seq[dict[str, Any]]) -> None:
         errors["reentry"] = 'must be "never", "always" or {"after_days": N}'
     try:
         ZoneInfo(str(data.get("timezone") or settings.TIME_ZONE))
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Asia"
         errors["timezone"] = f"unknown time zone {data.get('timezone')!r}"
     quiet = data.get("quiet_hours")
     if quiet:
@@ -356,9 +356,9 @@ def _contactable(sequence: Sequence, leads: QuerySet[Lead], now: datetime) -> Qu
     return leads
 
 
-def _unsubscribed_all() -> QuerySet[Event]:
+def _unsubscribed_all(lead_ref: str = "pk") -> QuerySet[Event]:
     """An `unsubscribed` event without a channel: the lead opted out of everything."""
-    return Event.objects.filter(lead=OuterRef("pk"), type="unsubscribed").filter(
+    return Event.objects.filter(lead=OuterRef(lead_ref), type="unsubscribed").filter(
         Q(properties__channel__isnull=True) | Q(properties__channel="")
     )
 
@@ -437,22 +437,22 @@ def _source(sequence: Sequence) -> tuple[QuerySet | None, str]:
     kind = sequence.trigger_type
     if kind == TriggerType.POOL_ENTERED:
         rows = PoolMembership.objects.filter(pool__slug=trigger.get("pool"))
-        return rows.annotate(at=F("joined_at")), "pk"
+        return rows.annotate(trigger_at=F("joined_at")), "pk"
     if kind in (TriggerType.WECOM_ADDED, TriggerType.EVENT):
         event_type = "wecom_added" if kind == TriggerType.WECOM_ADDED else trigger.get("event")
         rows = Event.objects.filter(type=event_type)
         if kind == TriggerType.EVENT and trigger.get("where"):
             # The `where` of an event rule, on the row itself.
             rows = rows.filter(**{f"properties__{k}": v for k, v in trigger["where"].items()})
-        return rows.annotate(at=F("occurred_at")), "pk"
+        return rows.annotate(trigger_at=F("occurred_at")), "pk"
     if kind == TriggerType.TAG_ADDED:
         from leads.tagging import tag_name_normalize
 
         rows = LeadTag.objects.filter(tag__name=tag_name_normalize(str(trigger.get("tag"))))
-        return rows.annotate(at=F("first_at")), "pk"
+        return rows.annotate(trigger_at=F("first_at")), "pk"
     if kind == TriggerType.STAGE_CHANGED:
         rows = StageChange.objects.filter(to_stage=trigger.get("stage"))
-        return rows.annotate(at=F("at")), "pk"
+        return rows.annotate(trigger_at=F("at")), "pk"
     return None, ""
 
 
@@ -466,7 +466,7 @@ def _trigger_by_source(sequence: Sequence, plan: SequencePlan, now: datetime) ->
         return 0
     new = rows.filter(pk__gt=sequence.trigger_cursor, pk__lte=top)
     # One anchor per lead: its earliest new trigger row.
-    anchors = new.filter(lead=OuterRef("pk")).order_by("at").values("at")[:1]
+    anchors = new.filter(lead=OuterRef("pk")).order_by("trigger_at").values("trigger_at")[:1]
     leads = (
         _contactable(sequence, Lead.objects.filter(Exists(new.filter(lead=OuterRef("pk")))), now)
         .annotate(anchor=Subquery(anchors))
@@ -550,8 +550,8 @@ def sequences_exit(*, now: datetime) -> dict[str, int]:
     for sequence in Sequence.objects.exclude(status=SequenceStatus.ARCHIVED):
         mine = live.filter(sequence=sequence)
         checks: list[tuple[str, Q]] = [
+            ("opted_out", Q(Exists(_unsubscribed_all("lead_id")))),
             ("do_not_contact", Q(lead__do_not_contact=True)),
-            ("opted_out", Q(Exists(_unsubscribed_all().filter(lead=OuterRef("lead_id"))))),
         ]
         if sequence.exit_stages:
             checks.append(("exit_stage", Q(lead__stage__in=sequence.exit_stages)))
