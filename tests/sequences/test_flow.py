@@ -132,7 +132,7 @@ def test_tag_added_event_and_stage_changed_triggers():
 
 
 def test_silent_enrolls_contacted_leads_once_per_silence():
-    seq = make([{"day": 0, "send_time": None}], trigger={"type": "silent", "days": 45}, reentry="always")
+    make([{"day": 0, "send_time": None}], trigger={"type": "silent", "days": 45}, reentry="always")
     quiet = LeadFactory()
     never_contacted = LeadFactory()
     spoke = T0 - timedelta(days=50)
