@@ -24,6 +24,7 @@ from django.utils.timezone import now as timezone_now
 
 from leads.models import Event, Lead, LeadTag, Pool, PoolMembership, Stage, StageChange, Temperature
 from leads.rules import RuleError, rule_compile, rule_validate
+from leads.services import lead_merge_handler
 from nurture.outbox import outbox_put
 from sequences.models import (
     Channel,
@@ -775,3 +776,21 @@ def sequences_unlock() -> None:
 
 SEQUENCES_LOCK = 0x5E9_0001
 _ = Temperature  # the on_complete keys are temperatures
+
+
+# --- Merging two leads.
+
+
+@lead_merge_handler("sequences.Enrollment")
+def _merge_enrollments(survivor: Lead, merged: Lead, now: datetime) -> None:
+    """Enrollments move to the survivor; where both are active in one sequence, the merged lead's
+    ends (`merged`) and its pending touches are skipped, so the person gets one journey, not two."""
+    both = Enrollment.objects.filter(
+        lead=merged,
+        state__in=["active", "paused"],
+        sequence_id__in=Enrollment.objects.filter(lead=survivor, state__in=["active", "paused"]).values(
+            "sequence_id"
+        ),
+    )
+    enrollments_end(enrollments=both, state=EnrollmentState.EXITED, reason="merged", now=now)
+    Enrollment.objects.filter(lead=merged).update(lead=survivor)

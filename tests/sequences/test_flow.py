@@ -373,3 +373,18 @@ def test_a_bad_sequence_is_refused_with_the_paths():
     }
     assert "all[1].within_days" in errors["steps[1].condition"]
     assert not Event.objects.exists()
+
+
+def test_merging_two_leads_active_in_one_sequence_keeps_one_journey():
+    seq = make([{"day": 0, "send_time": None}, {"day": 2}])
+    web = lead_upsert(data={"phone": "13900001234", "name": "李娜"}, now=T0).lead
+    wecom = lead_upsert(data={"wecom_external_userid": "wmLINA", "name": "李娜"}, now=T0).lead
+    sequence_enroll(sequence=seq, lead_ids=[web.pk, wecom.pk], anchor_at=T0, now=T0)
+    tick(T0)
+    # One payload names both identities: the leads merge into the older one.
+    merged = lead_upsert(data={"phone": "13900001234", "wecom_external_userid": "wmLINA"}, now=T0).lead
+    assert merged.pk == web.pk
+    enrollments = Enrollment.objects.filter(lead=web).order_by("pk")
+    assert [(e.state, e.end_reason) for e in enrollments] == [("active", ""), ("exited", "merged")]
+    tick(datetime(2026, 12, 3, 10, 0, tzinfo=SH))
+    assert Touch.objects.filter(lead=web, step__position=1, state="sent").count() == 1
