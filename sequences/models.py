@@ -75,6 +75,8 @@ class Sequence(models.Model):
     # Highest id of the trigger's source rows (memberships, events, tags, stage changes) already read;
     # null: start from the newest row when the sequence first runs (no backfill), 0: read them all.
     trigger_cursor = models.BigIntegerField(_("trigger cursor"), null=True, blank=True)
+    # The silent trigger: the instant it last looked (leads whose silence began since then are new).
+    trigger_checked_at = models.DateTimeField(_("trigger last checked at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

@@ -482,16 +482,23 @@ def _trigger_by_source(sequence: Sequence, plan: SequencePlan, now: datetime) ->
 
 
 def _trigger_silent(sequence: Sequence, plan: SequencePlan, now: datetime) -> int:
-    """Leads with no `message_in` for N days that were contacted before, once per silence."""
+    """Leads with no `message_in` for N days that were contacted before, once per silence.
+
+    Silence is a state: the first run takes every lead silent now; later runs only the leads whose
+    N days of silence ended since the last run (one range on the lead table, not every silent lead
+    each minute)."""
     days = int((sequence.trigger or {}).get("days") or 14)
     silent_since = now - timedelta(days=days)
+    window = Q(last_inbound_at__lte=silent_since) | Q(
+        last_inbound_at__isnull=True, created_at__lte=silent_since
+    )
+    if sequence.trigger_checked_at is not None:
+        began = sequence.trigger_checked_at - timedelta(days=days)
+        window &= Q(last_inbound_at__gt=began) | Q(last_inbound_at__isnull=True, created_at__gt=began)
     contacted = Q(Exists(Event.objects.filter(lead=OuterRef("pk"), type="message_out"))) | Q(
         Exists(Touch.objects.filter(lead=OuterRef("pk"), state__in=["sent", "delivered"]))
     )
-    leads = Lead.objects.filter(
-        Q(last_inbound_at__lte=silent_since) | Q(last_inbound_at__isnull=True, created_at__lte=silent_since)
-    )
-    leads = leads.filter(contacted)
+    leads = Lead.objects.filter(window).filter(contacted)
     # Once per silence: no enrollment of this sequence since the lead last spoke.
     leads = leads.exclude(
         Exists(
@@ -501,12 +508,14 @@ def _trigger_silent(sequence: Sequence, plan: SequencePlan, now: datetime) -> in
         )
     )
     leads = _contactable(sequence, leads, now).order_by("pk").values_list("pk", flat=True)
-    return _enroll_rows(
+    created = _enroll_rows(
         plan=plan,
         rows=((pk, now) for pk in leads.iterator(chunk_size=ENROLL_BATCH)),
         now=now,
         trigger="silent",
     )
+    Sequence.objects.filter(pk=sequence.pk).update(trigger_checked_at=now)
+    return created
 
 
 def sequences_trigger(*, now: datetime) -> dict[str, int]:
