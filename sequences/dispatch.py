@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import DurationField, ExpressionWrapper, F, Q
+from django.db import connection, transaction
+from django.db.models import DurationField, ExpressionWrapper, F, IntegerField, Q
 from django.utils.timezone import now as timezone_now
 
 from channels.adapters.base import OutgoingMessage, PermanentError, RetryableError, SendStatus
@@ -31,7 +31,7 @@ from leads.models import Event, Lead
 from leads.rules import rule_compile
 from nurture.outbox import outbox_put
 from sequences.models import Enrollment, EnrollmentState, Step, StepMode, Touch, TouchState
-from sequences.scheduling import cap_shift, local_day_bounds
+from sequences.scheduling import cap_shift, local_day_bounds, quiet_hours_shift
 from sequences.services import SequencePlan, _wait_rule, sequence_plans
 
 logger = logging.getLogger(__name__)
@@ -185,6 +185,11 @@ def _advance_batch(*, now: datetime, limit: int) -> dict[str, int]:
                 skip("stale")
                 _move_after(e, plan, step, now)
                 continue
+            if due < now and (later := quiet_hours_shift(now, zone=plan.zone, quiet=plan.quiet)) > now:
+                # Late (the engine was down, or a cap moved it) and now is inside quiet hours: wait.
+                e.next_due_at = later
+                counts["quiet_hours"] += 1
+                continue
             channel = step.channel
             if step.mode == StepMode.AUTO and channel in opted_out.get(e.lead_id, set()):
                 skip(f"opted_out:{channel}")
@@ -264,9 +269,9 @@ def _move_to(e: Enrollment, plan: SequencePlan, position: int, now: datetime) ->
 
 def touches_skip_stale(*, now: datetime) -> int:
     """Scheduled touches more than their sequence's max lateness past due are skipped: stale."""
-    lateness = ExpressionWrapper(
-        F("sequence__max_lateness_minutes") * timedelta(minutes=1), output_field=DurationField()
-    )
+    # As an IntegerField: SQLite refuses a PositiveIntegerField times a duration.
+    minutes = ExpressionWrapper(F("sequence__max_lateness_minutes"), output_field=IntegerField())
+    lateness = ExpressionWrapper(minutes * timedelta(minutes=1), output_field=DurationField())
     stale = (
         Touch.objects.filter(state=TouchState.SCHEDULED, attempts=0)
         .alias(late=lateness)
@@ -366,7 +371,18 @@ def _record(
         fields.update(state=TouchState.SKIPPED, skip_reason="policy")
     else:
         fields.update(state=state, sent_at=now, error="")
-    return bool(Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(**fields))
+    with transaction.atomic():
+        _commit_without_flush_wait()
+        return bool(Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(**fields))
+
+
+def _commit_without_flush_wait() -> None:
+    """The result of a send commits without waiting for its WAL flush (one fsync per touch was most of
+    dispatch's time). A server crash may lose the last few: those touches stay `sending` behind their
+    durable claim and are reconciled or resent with their key, as after a worker crash."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def _claim(ids: list[int], now: datetime) -> list[Touch]:

@@ -230,12 +230,27 @@ def sequence_save(
             sequence.trigger = {"type": "manual"}
         sequence.save()
         if step_rows is not None:
-            sequence.steps.all().delete()
-            Step.objects.bulk_create(
-                Step(sequence=sequence, **{k: v for k, v in row.items() if k in (*STEP_FIELDS, "position")})
-                for row in step_rows
-            )
+            _steps_replace(sequence, step_rows)
     return sequence
+
+
+def _steps_replace(sequence: Sequence, rows: Seq[dict[str, Any]]) -> None:
+    """Steps are kept by position: an edited step is updated in place (its past touches still name
+    it), a new position is created, a position no longer there is deleted."""
+    existing = {step.position: step for step in sequence.steps.all()}
+    wanted = {int(row["position"]): row for row in rows}
+    Step.objects.filter(sequence=sequence).exclude(position__in=list(wanted)).delete()
+    for position, row in wanted.items():
+        values = {k: v for k, v in row.items() if k in STEP_FIELDS}
+        step = existing.get(position)
+        if step is None:
+            Step.objects.create(sequence=sequence, position=position, **values)
+            continue
+        changed = [field for field, value in values.items() if getattr(step, field) != value]
+        for field in changed:
+            setattr(step, field, values[field])
+        if changed:
+            step.save(update_fields=changed)
 
 
 def sequence_status_set(*, sequence: Sequence, status: str, now: datetime | None = None) -> int:

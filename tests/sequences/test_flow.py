@@ -388,3 +388,20 @@ def test_merging_two_leads_active_in_one_sequence_keeps_one_journey():
     assert [(e.state, e.end_reason) for e in enrollments] == [("active", ""), ("exited", "merged")]
     tick(datetime(2026, 12, 3, 10, 0, tzinfo=SH))
     assert Touch.objects.filter(lead=web, step__position=1, state="sent").count() == 1
+
+
+def test_editing_a_live_sequence_keeps_past_touches_and_applies_from_the_next_step():
+    seq = make([{"day": 0, "send_time": None, "text": "旧欢迎"}, {"day": 2, "text": "旧第二步"}])
+    lead = LeadFactory()
+    sequence_enroll(sequence=seq, lead_ids=[lead.pk], anchor_at=T0, now=T0)
+    tick(T0)
+    sent = Touch.objects.get(lead=lead)
+    sequence_save(
+        sequence=seq,
+        data={},
+        steps=[{"day": 0, "send_time": None, "text": "新欢迎"}, {"day": 2, "text": "新第二步"}],
+    )
+    sent.refresh_from_db()
+    assert (sent.step.text, sent.rendered) == ("新欢迎", "旧欢迎")  # the step is the same row, edited
+    tick(datetime(2026, 12, 3, 10, 0, tzinfo=SH))
+    assert Touch.objects.get(lead=lead, step__position=1).rendered == "新第二步"

@@ -164,3 +164,16 @@ def test_pause_and_resume_move_the_timeline_on_by_the_pause():
     assert len(sent_local(lead)) == 1  # two days paused: day 2 is now 5 December
     tick(datetime(2026, 12, 5, 10, 0, tzinfo=SH))
     assert sent_local(lead) == [(0, "2026-12-01 10:00"), (2, "2026-12-05 10:00")]
+
+
+def test_a_late_step_found_inside_quiet_hours_waits_for_their_end():
+    seq = make([{"day": 0, "send_time": "10:00"}], max_lateness_minutes=24 * 60)
+    lead = LeadFactory()
+    anchor = datetime(2026, 12, 1, 9, 0, tzinfo=SH)
+    sequence_enroll(sequence=seq, lead_ids=[lead.pk], anchor_at=anchor, now=anchor)
+    # The engine was down from 09:30 until 23:00: 10:00 is 13 hours late, within the lateness allowed,
+    # but 23:00 is inside quiet hours: the touch goes out at 08:00.
+    tick(datetime(2026, 12, 1, 23, 0, tzinfo=SH))
+    assert sent_local(lead) == []
+    tick(datetime(2026, 12, 2, 8, 0, tzinfo=SH))
+    assert sent_local(lead) == [(0, "2026-12-02 08:00")]
