@@ -58,6 +58,7 @@ DEMO_LOADERS: list[str] = [
     "content.demo.demo_content_load",
     "leads.demo.demo_pools_load",
     "scoring.demo.demo_scores_load",
+    "sequences.demo.demo_sequences_load",
 ]
 
 

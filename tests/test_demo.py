@@ -1,15 +1,18 @@
 """The demo data set (`load_demo`): its shape, its users, and that loading it again adds nothing."""
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.db.models import Count, Sum
 
 from leads import demo
 from leads.demo import DEMO_PASSWORD, DEMO_USERS, DemoContext, demo_load
 from leads.identity import normalize_phone
 from leads.models import Event, Lead, LeadTag, Stage, StageChange, Tag
+from sequences.models import Enrollment, Sequence, Step, Touch
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +35,10 @@ def _snapshot() -> dict[str, object]:
         "stage_changes": StageChange.objects.count(),
         "users": get_user_model().objects.count(),
         "groups": dict(get_user_model().objects.values_list("username").annotate(n=Count("groups"))),
+        "sequences": sorted(Sequence.objects.values_list("pk", "name", "status", "updated_at")),
+        "steps": sorted(Step.objects.values_list("pk", "sequence_id", "position")),
+        "enrollments": sorted(Enrollment.objects.values_list("pk", "state", "position", "next_due_at")),
+        "touches": sorted(Touch.objects.values_list("pk", "state", "step_id")),
     }
 
 
@@ -80,13 +87,62 @@ def test_demo_load_builds_a_chinese_b2b_funnel_and_a_reload_adds_nothing():
     }
     viewed = Event.objects.filter(type="content_viewed").first()
     assert {"asset", "title", "form"} <= set(viewed.properties)
+    _assert_sequences_ran_for_weeks()
     first = _snapshot()
 
     again = demo_load(now=NOW + timedelta(hours=20))
 
     assert _snapshot() == first
     assert again["leads_created"] == again["events_created"] == again["stage_changes_created"] == 0
-    assert again["lead_tags_stamped"] == again["users_created"] == 0
+    assert again["lead_tags_stamped"] == again["users_created"] == again["sequences_created"] == 0
+
+    # The first tick of `make demo` sends what fell due since the history stopped, 20 hours before.
+    tick_at = NOW + timedelta(minutes=5)
+    call_command("tick", "--now", tick_at.isoformat(), stdout=io.StringIO())
+
+    sent_now = Touch.objects.filter(channel="console", state="sent", sent_at=tick_at)
+    assert sent_now.count() >= 5
+    assert not sent_now.filter(rendered="").exists()
+    assert Touch.objects.filter(channel="call", mode="task", state="task_open").exists()
+    assert not Touch.objects.filter(skip_reason__in=["stale", "not_configured"]).exists()
+
+
+def _assert_sequences_ran_for_weeks() -> None:
+    """Weeks of history: every sequence enrolled leads and sent on the console; both branches of the
+    high-value SOP were taken; owners have call tasks open and done."""
+    sequences = {s.name: s for s in Sequence.objects.all()}
+    assert set(sequences) == {"新好友6次触达", "高价值池场景培育", "沉默客户激活"}
+    for sequence in sequences.values():
+        assert sequence.status == "active"
+        assert sequence.enrollments.count() >= 20, sequence.name
+        assert sequence.touches.filter(channel="console", state="sent").count() >= 20, sequence.name
+    assert not Touch.objects.exclude(channel__in=["console", "call"]).exists()
+
+    welcome = sequences["新好友6次触达"].touches.filter(step__position=0, state="sent").first()
+    assert welcome.rendered.startswith(f"{welcome.lead.name}，您好") and "/c/" in welcome.rendered
+    anchor = Event.objects.filter(lead=welcome.lead, type="wecom_added").earliest("occurred_at")
+    assert welcome.enrollment.anchor_at == anchor.occurred_at
+    assert timedelta(0) <= welcome.sent_at - anchor.occurred_at < timedelta(hours=11)  # at once, or 08:00
+    by_lead_industry = sequences["新好友6次触达"].touches.filter(
+        step__position__in=range(1, 8), state="sent", lead__industry="制造"
+    )
+    assert by_lead_industry.exists()
+    assert set(by_lead_industry.values_list("content_id", flat=True)) == {
+        by_lead_industry.first().step.content_id
+    }
+
+    high = sequences["高价值池场景培育"].touches
+    assert high.filter(step__position=0, state="sent").exists()  # need known: the solution
+    assert high.filter(step__position=1, state="sent").exists()  # else the strategy
+    assert high.filter(step__position=2, state="sent").exists()  # read it: the solution too
+    assert high.filter(step__position=2, state="skipped", skip_reason="wait_for_not_met").exists()
+    assert high.filter(step__position=3, state="sent").exclude(content_id=None).exists()  # recommended
+    assert Event.objects.filter(type="content_viewed", properties__via="link").exists()
+
+    silent = sequences["沉默客户激活"].enrollments
+    assert silent.filter(end_reason="exit_rule").exists()  # replied: awake again
+    tasks = Touch.objects.filter(channel="call", mode="task")
+    assert tasks.filter(state="task_open").exists() and tasks.filter(state="task_done").exists()
 
 
 def test_demo_users_log_in_to_the_admin(client, monkeypatch):
@@ -126,3 +182,68 @@ def test_later_issues_append_their_loaders(monkeypatch):
     counts = demo_load(now=NOW)
 
     assert counts["users"] == counts["later_loader_saw_users"] == 4
+
+
+def test_demo_sequences_are_the_field_sops_on_the_demo_content(monkeypatch):
+    monkeypatch.setattr(
+        demo,
+        "DEMO_LOADERS",
+        [
+            "leads.demo.demo_users_load",
+            "content.demo.demo_content_load",
+            "sequences.demo.demo_sequences_load",
+        ],
+    )
+    counts = demo_load(now=NOW)
+
+    assert counts["sequences"] == counts["sequences_created"] == 3
+    sequences = {s.name: s for s in Sequence.objects.prefetch_related("steps__content")}
+    new_friends, high, silent = (sequences[n] for n in ("新好友6次触达", "高价值池场景培育", "沉默客户激活"))
+    assert new_friends.trigger == {"type": "wecom_added"}
+    assert high.trigger == {"type": "pool_entered", "pool": "value-high"}
+    assert silent.trigger == {"type": "silent", "days": 14}
+    assert {s.status for s in sequences.values()} == {"active"}
+    assert all(s.goal for s in sequences.values())
+
+    steps = list(new_friends.steps.order_by("position"))
+    sent = [s for s in steps if s.mode == "auto" and (s.condition is None or s.position == 7)]
+    assert [s.day for s in sent] == [0, 1, 3, 7, 14]  # one case per lead on day 1: position 7 catches all
+    assert steps[0].send_time is None and steps[0].content.slug == "wp-online-acquisition"
+    assert {s.content.slug for s in steps if s.day == 1} >= {"case-manufacturing", "case-saas-mql"}
+    assert [s.content.slug for s in steps if s.day in (3, 7, 14)] == [
+        "scenario-02",
+        "trial-14-days",
+        "webinar-live-acquisition",
+    ]
+    call = steps[-1]
+    assert (call.day, call.channel, call.mode, call.content) == (30, "call", "task", None)
+    assert {s.channel for s in steps if s.mode == "auto"} == {"console"}
+
+    steps = list(high.steps.order_by("position"))
+    assert (steps[0].day, steps[0].condition, steps[0].else_position) == (3, {"tag": "need:全渠道获客"}, 1)
+    assert steps[0].content.slug == steps[2].content.slug == "scenario-01"
+    assert steps[1].content.slug == "article-content-bait" and steps[1].else_position == 3
+    assert steps[2].day == 6 and steps[2].wait_for == {
+        "event": "content_viewed",
+        "where": {"asset": "article-content-bait"},
+        "within_days": 3,
+    }
+    assert [(s.day, s.recommended) for s in steps[3:6]] == [(10, True), (17, True), (24, True)]
+    cases = steps[6:13]
+    assert {s.day for s in cases} == {31} and all(s.content.form == "case_study" for s in cases)
+    assert [s.else_position for s in cases] == list(range(7, 14))
+    assert steps[-1].content.slug == "demo-booking"
+    assert high.on_complete == {
+        "hot": {"action": "assign_sdr"},
+        "cold": {"action": "tag", "tag": "value:low"},
+    }
+
+    assert [s.day for s in silent.steps.order_by("position")] == [0, 3, 7]
+    assert silent.exit_rule == {"days_since": "last_inbound_at", "lt": 1}
+
+    again = demo_load(now=NOW + timedelta(hours=20))
+
+    assert again["sequences_created"] == 0 and Sequence.objects.count() == 3
+    assert {s.pk: s.steps.count() for s in Sequence.objects.all()} == {
+        s.pk: s.steps.count() for s in sequences.values()
+    }

@@ -10,7 +10,7 @@ import time_machine
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 
-from leads.models import Event, Lead, LeadTag, Pool
+from leads.models import Event, Lead, LeadTag, Pool, PoolMembership
 from leads.services import EventInput, event_record_bulk, lead_stage_set, lead_tags_change, lead_upsert
 from nurture.models import OutboxMessage
 from sequences.models import Enrollment, Touch
@@ -326,6 +326,11 @@ def test_completion_by_temperature_hot_to_an_sdr_warm_to_the_next_sequence_cold_
     }
     assert Enrollment.objects.get(lead=warm, sequence=follow_up).state == "active"
     assert LeadTag.objects.filter(lead=cold, tag__name="value:low").exists()
+    # … and the tag moves it down a value pool at the next tick (industry known: medium → low).
+    in_value = PoolMembership.objects.filter(lead=cold, pool__family="value", left_at__isnull=True)
+    assert list(in_value.values_list("pool__slug", flat=True)) == ["value-medium"]
+    tick(T1 + timedelta(minutes=2))
+    assert list(in_value.values_list("pool__slug", flat=True)) == ["value-low"]
     assert set(Enrollment.objects.filter(sequence=seq).values_list("state", flat=True)) == {"completed"}
 
 
