@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from content.models import ConsentText, ContentAsset, MessageTemplate, TrackedLink
 from content.selectors import content_asset_stats, content_tag_stats
 from content.services import link_path, links_revoke, message_template_save
-from content.templating import VARIABLES, TemplateRefused, template_check
+from content.templating import VARIABLES
 
 # Columns of the analytics tables: (key, label); both tables sort by any of them.
 ASSET_COLUMNS = [
@@ -180,6 +180,8 @@ class ContentAssetAdmin(admin.ModelAdmin):
 
 
 class MessageTemplateForm(forms.ModelForm):
+    """The body is checked by the model's `clean()`: a refused template shows its error on the field."""
+
     class Meta:
         model = MessageTemplate
         fields = ["name", "body"]
@@ -190,14 +192,6 @@ class MessageTemplateForm(forms.ModelForm):
                 ", ".join(f"{{{{ {name} }}}}" for name in sorted(VARIABLES)),
             )
         }
-
-    def clean_body(self) -> str:
-        body = self.cleaned_data["body"]
-        try:
-            template_check(body)
-        except TemplateRefused as exc:
-            raise forms.ValidationError(str(exc)) from exc
-        return body
 
 
 @admin.register(MessageTemplate)

@@ -3,11 +3,15 @@ texts of gated landing pages, and the counters of who viewed what."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from content.templating import TemplateRefused, template_check
 from leads.models import Lead, Tag
 
 
@@ -101,6 +105,18 @@ class MessageTemplate(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every way in (admin, service, `.objects.create`) meets the sandbox: raises TemplateRefused.
+        template_check(self.body)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        super().clean()
+        try:
+            template_check(self.body)
+        except TemplateRefused as exc:
+            raise ValidationError({"body": str(exc)}) from exc
+
 
 class TrackedLink(models.Model):
     """A short per-lead link to an asset (`/c/<token>/`): opening it records the view."""
@@ -133,6 +149,22 @@ class TrackedLink(models.Model):
 
     def __str__(self) -> str:
         return f"/c/{self.token}/"
+
+
+class TrackedLinkAlias(models.Model):
+    """The token of a link folded into another by a lead merge: it keeps opening the link it was folded
+    into, so a message already sent keeps working."""
+
+    token = models.CharField(_("token"), max_length=16, unique=True)
+    link = models.ForeignKey(TrackedLink, on_delete=models.CASCADE, related_name="aliases")
+    created_at = models.DateTimeField(_("merged at"))
+
+    class Meta:
+        verbose_name = _("tracked link alias")
+        verbose_name_plural = _("tracked link aliases")
+
+    def __str__(self) -> str:
+        return f"/c/{self.token}/ → {self.link}"
 
 
 class AssetViewer(models.Model):

@@ -24,12 +24,16 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
 from content.models import AssetViewer, Awareness, ContentAsset, TagViewer, TrackedLink
 from leads.models import Event, Lead, LeadTag, Stage, StageChange, Tag
 
 CONVERSION_DAYS = 30
+# "Became MQL" counts MQL or beyond (a lead may jump straight to SQL or won); "became SQL", SQL or beyond.
+MQL_OR_BEYOND = (Stage.MQL, Stage.SQL, Stage.WON)
+SQL_OR_BEYOND = (Stage.SQL, Stage.WON)
 # Events that say the lead is looking at the product itself.
 PRODUCT_EVENTS = ("trial_started", "demo_requested", "demo_attended")
 
@@ -40,30 +44,38 @@ def _count(queryset: QuerySet, group: str) -> Subquery:
     )
 
 
-def _converted(viewers: QuerySet, stage: str) -> Subquery:
-    """Viewers whose lead moved to `stage` within CONVERSION_DAYS of first viewing."""
+def _views() -> QuerySet[Event]:
+    """The `content_viewed` events of the outer viewer's lead, with the slug of the asset viewed."""
+    return Event.objects.filter(lead=OuterRef("lead"), type="content_viewed").annotate(
+        asset_slug=KeyTextTransform("asset", "properties")
+    )
+
+
+def _converted(viewers: QuerySet, stages: tuple[str, ...], views: QuerySet[Event]) -> QuerySet:
+    """Viewers whose lead moved to one of `stages` within CONVERSION_DAYS after any of its `views`."""
     moved = StageChange.objects.filter(
         lead=OuterRef("lead"),
-        to_stage=stage,
-        at__gte=OuterRef("first_at"),
+        to_stage__in=stages,
+        at__gte=OuterRef("occurred_at"),
         at__lte=ExpressionWrapper(
-            OuterRef("first_at") + timedelta(days=CONVERSION_DAYS), output_field=DateTimeField()
+            OuterRef("occurred_at") + timedelta(days=CONVERSION_DAYS), output_field=DateTimeField()
         ),
     )
-    return viewers.filter(Exists(moved))
+    return viewers.filter(Exists(views.filter(Exists(moved))))
 
 
 def content_asset_stats() -> QuerySet[ContentAsset]:
     """Every asset with sent (links), opened (links opened), unique viewers, views, open rate, and the
-    viewers that became MQL / SQL within 30 days of their first view."""
+    viewers that became MQL / SQL (or beyond) within 30 days after any of their views of it."""
     links = TrackedLink.objects.filter(asset=OuterRef("pk"))
     viewers = AssetViewer.objects.filter(asset=OuterRef("pk"))
+    views = _views().filter(asset_slug=OuterRef("asset__slug"))
     return (
         ContentAsset.objects.annotate(
             sent=Coalesce(_count(links, "asset"), 0),
             opened=Coalesce(_count(links.filter(opens__gt=0), "asset"), 0),
-            mql_after=Coalesce(_count(_converted(viewers, Stage.MQL), "asset"), 0),
-            sql_after=Coalesce(_count(_converted(viewers, Stage.SQL), "asset"), 0),
+            mql_after=Coalesce(_count(_converted(viewers, MQL_OR_BEYOND, views), "asset"), 0),
+            sql_after=Coalesce(_count(_converted(viewers, SQL_OR_BEYOND, views), "asset"), 0),
         )
         .annotate(
             open_rate=Case(
@@ -80,6 +92,10 @@ def content_tag_stats() -> QuerySet[Tag]:
     """Every tag carried by content, with the same figures summed over its assets' links and viewers."""
     links = TrackedLink.objects.filter(asset__tags=OuterRef("pk"))
     viewers = TagViewer.objects.filter(tag=OuterRef("pk"))
+    # Views of any asset that carries the tag.
+    views = _views().filter(
+        asset_slug__in=ContentAsset.objects.filter(tags=OuterRef(OuterRef("tag"))).values("slug")
+    )
     view_sum = Subquery(
         viewers.order_by().values("tag").annotate(n=Sum("views")).values("n")[:1], output_field=IntegerField()
     )
@@ -95,8 +111,8 @@ def content_tag_stats() -> QuerySet[Tag]:
             opened=Coalesce(_count(links.filter(opens__gt=0).values("asset__tags"), "asset__tags"), 0),
             views=Coalesce(view_sum, 0),
             unique_viewers=Coalesce(_count(viewers, "tag"), 0),
-            mql_after=Coalesce(_count(_converted(viewers, Stage.MQL), "tag"), 0),
-            sql_after=Coalesce(_count(_converted(viewers, Stage.SQL), "tag"), 0),
+            mql_after=Coalesce(_count(_converted(viewers, MQL_OR_BEYOND, views), "tag"), 0),
+            sql_after=Coalesce(_count(_converted(viewers, SQL_OR_BEYOND, views), "tag"), 0),
         )
         .annotate(
             open_rate=Case(

@@ -20,6 +20,10 @@ VARIABLES = frozenset(
 )
 FILTERS = frozenset({"default", "upper", "lower", "truncatechars", "first", "slice", "length"})
 _ENGINE = Engine(debug=False, autoescape=False, string_if_invalid="")
+# A parsed filter is its registered function, not its name (`slice` is `slice_filter`): compare those.
+_BUILTIN_FILTERS = [library.filters for library in _ENGINE.template_builtins]
+_FILTER_NAMES = {func: name for filters in _BUILTIN_FILTERS for name, func in filters.items()}
+_ALLOWED_FILTERS = frozenset(f[name] for f in _BUILTIN_FILTERS for name in FILTERS if name in f)
 
 
 class TemplateRefused(ValueError):
@@ -33,8 +37,8 @@ def _check_expression(expression: FilterExpression) -> None:
         allowed = ", ".join(sorted(VARIABLES))
         raise TemplateRefused(f"{{{{ {name} }}}} is not available (use: {allowed})")
     for func, args in expression.filters:
-        filter_name = getattr(func, "__name__", str(func))
-        if filter_name not in FILTERS:
+        if func not in _ALLOWED_FILTERS:
+            filter_name = _FILTER_NAMES.get(func, getattr(func, "__name__", str(func)))
             raise TemplateRefused(
                 f"the filter '{filter_name}' is not allowed (use: {', '.join(sorted(FILTERS))})"
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -13,7 +15,7 @@ from django_ratelimit.core import is_ratelimited
 
 from content.forms import LandingForm
 from content.models import ConsentText, ContentAsset
-from content.services import landing_submit, link_open
+from content.services import landing_submit, landing_token_link, link_open
 
 
 def _deliver(asset: ContentAsset) -> HttpResponse:
@@ -26,23 +28,38 @@ def _deliver(asset: ContentAsset) -> HttpResponse:
     return HttpResponseRedirect(reverse("content-landing", args=[asset.slug]))
 
 
+def client_ip(group: str, request: HttpRequest) -> str:
+    """The client's address for rate limits (a django-ratelimit key, IPv6 by /64 like its `ip` key):
+    behind NURTURE_TRUSTED_PROXY_COUNT proxies, the X-Forwarded-For entry the outermost trusted proxy
+    appended (entries further left are whatever the client sent); without proxies, REMOTE_ADDR."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    candidates = [remote]
+    proxies = settings.NURTURE_TRUSTED_PROXY_COUNT
+    if proxies > 0:
+        hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+        if len(hops) >= proxies:
+            candidates.insert(0, hops[-proxies])
+    for address in candidates:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        network = ipaddress.ip_network(f"{ip}/{64 if ip.version == 6 else 32}", strict=False)
+        return str(network.network_address)
+    return remote
+
+
 @never_cache
 @require_http_methods(["GET", "HEAD"])
 def link_view(request: HttpRequest, token: str) -> HttpResponse:
-    """A tracked link: 404 for a forged or revoked token; a gated asset goes to its form first."""
+    """A tracked link: 404 for a forged or revoked token, else a redirect to the asset (a gated asset's
+    form first); HEAD gets the same redirect as GET."""
     opened = link_open(
         token=token[:64], method=request.method or "GET", user_agent=request.META.get("HTTP_USER_AGENT", "")
     )
     if opened is None:
         raise Http404("No such link.")
-    if opened.link.asset.gated:
-        response: HttpResponse = HttpResponseRedirect(
-            reverse("content-landing", args=[opened.link.asset.slug])
-        )
-    elif request.method == "HEAD":
-        response = HttpResponseRedirect(opened.destination)
-    else:
-        response = _deliver(opened.link.asset)
+    response = HttpResponseRedirect(opened.destination)
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
 
@@ -59,7 +76,7 @@ def landing_view(request: HttpRequest, slug: str) -> HttpResponse:
         if is_ratelimited(
             request,
             group="content-landing",
-            key="ip",
+            key=client_ip,
             rate=settings.NURTURE_LANDING_RATE,
             method="POST",
             increment=True,
@@ -73,7 +90,12 @@ def landing_view(request: HttpRequest, slug: str) -> HttpResponse:
             )
         form = LandingForm(request.POST, consent_text=consent_text)
         if form.is_valid() and consent_text is not None:
-            landing_submit(asset=asset, person=form.person(), consent_version=consent_text.version)
+            landing_submit(
+                asset=asset,
+                person=form.person(),
+                consent_version=consent_text.version,
+                link=landing_token_link(value=request.GET.get("t", "")),
+            )
             return _deliver_after_form(request, asset)
         status = 400
     else:

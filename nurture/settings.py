@@ -88,7 +88,13 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "nurture.sqlite3"),
-            "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"},
+            # IMMEDIATE: a transaction takes the write lock when it begins, so concurrent writers wait
+            # (up to `timeout` seconds) instead of failing with "database is locked" on their first write.
+            "OPTIONS": {
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL;",
+                "transaction_mode": "IMMEDIATE",
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -115,6 +121,11 @@ NURTURE_INPROCESS_SCHEDULER = env_bool("NURTURE_INPROCESS_SCHEDULER", not REDIS_
 NURTURE_TICK_SECONDS = env_int("NURTURE_TICK_SECONDS", 60)
 # Gated landing-page submissions per client IP (django-ratelimit's rate syntax: "20/h", "5/10m").
 NURTURE_LANDING_RATE = env_str("NURTURE_LANDING_RATE", "20/h")
+# Reverse proxies in front of the site that append to X-Forwarded-For: the client IP is the entry the
+# outermost one appended. 0 (no proxy): REMOTE_ADDR, and X-Forwarded-For (client-forgeable) is ignored.
+NURTURE_TRUSTED_PROXY_COUNT = env_int("NURTURE_TRUSTED_PROXY_COUNT", 0)
+# Where the public pages live, as messages carry tracked links: the base of their absolute URLs.
+NURTURE_PUBLIC_URL = env_str("NURTURE_PUBLIC_URL", "http://127.0.0.1:8000")
 # Local hour after which the first tick rescores every lead (decay moves scores without any write).
 NURTURE_SCORE_NIGHTLY_HOUR = env_int("NURTURE_SCORE_NIGHTLY_HOUR", 3)
 # Pools: every pool is evaluated over all leads once a night after this local hour; time-dependent
@@ -206,7 +217,11 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "leads.api.schema.add_error_responses",
     ],
-    "ENUM_NAME_OVERRIDES": {"LeadStageEnum": "leads.models.Stage"},
+    "ENUM_NAME_OVERRIDES": {
+        "LeadStageEnum": "leads.models.Stage",
+        "SequenceStatusEnum": "sequences.models.SequenceStatus",
+        "ChannelEnum": "sequences.models.Channel",
+    },
 }
 
 LOGGING = {

@@ -1,3 +1,5 @@
+from django.conf import settings
+from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -8,11 +10,14 @@ from content.views import landing_view, link_view
 from leads.api.pools import PoolViewSet
 from leads.api.views import EventView, LeadViewSet
 from nurture import views
+from sequences.api import SequenceViewSet, TouchViewSet
 
 router = SimpleRouter(trailing_slash=True)
 router.register("leads", LeadViewSet, basename="lead")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("content", ContentAssetViewSet, basename="content")
+router.register("sequences", SequenceViewSet, basename="sequence")
+router.register("touches", TouchViewSet, basename="touch")
 
 api_v1 = [
     *router.urls,
@@ -29,6 +34,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Uploads (asset files) with DEBUG, as `make demo` runs; in production the proxy serves MEDIA_URL.
+    *static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT),
 ]
 
 handler404 = "nurture.views.not_found"

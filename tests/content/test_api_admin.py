@@ -6,10 +6,11 @@ import io
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.utils.timezone import now as timezone_now
 
-from content.models import ContentAsset
-from content.services import content_view_record, link_get_or_create, link_open
+from content.models import ContentAsset, TrackedLink
+from content.services import content_view_record, link_get_or_create, link_open, link_path
 from leads.services import lead_stage_set
 from leads.tagging import tags_get_or_create
 from tests.factories import LeadFactory
@@ -105,3 +106,31 @@ def test_the_lead_page_recommends_the_next_content(admin_client, story):
     section = page[page.find("Next best content") :]
     assert "制造业案例" in section and "matches the stage (solution_aware)" in section
     assert "shares 1 tag(s) with the lead: need:全渠道获客" in section
+
+
+def test_the_admin_revoke_action_makes_the_selected_links_404(admin_client, client, story, django_user_model):
+    paper_links = list(TrackedLink.objects.filter(asset=story["paper"]).order_by("pk"))
+    chosen, spared = paper_links[:2], paper_links[2]
+    response = admin_client.post(
+        "/admin/content/trackedlink/",
+        {"action": "revoke", "_selected_action": [link.pk for link in chosen]},
+        HTTP_ACCEPT_LANGUAGE="en",
+        follow=True,
+    )
+    assert response.status_code == 200 and "2 link(s) revoked." in response.content.decode()
+    assert set(TrackedLink.objects.exclude(revoked_at=None).values_list("pk", flat=True)) == {
+        link.pk for link in chosen
+    }
+    for link in chosen:
+        assert client.get(link_path(link), HTTP_USER_AGENT=BROWSER).status_code == 404
+    assert client.get(link_path(spared), HTTP_USER_AGENT=BROWSER).status_code == 302
+
+    # Revoking needs the change permission: a viewer of links is not offered the action.
+    viewer = django_user_model.objects.create_user(username="viewer", password="pw-123456", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_trackedlink"))
+    client.force_login(viewer)
+    page = client.get("/admin/content/trackedlink/").content.decode()
+    assert 'value="revoke"' not in page
+    client.post("/admin/content/trackedlink/", {"action": "revoke", "_selected_action": [spared.pk]})
+    spared.refresh_from_db()
+    assert spared.revoked_at is None

@@ -7,9 +7,11 @@ import pytest
 from django.core.files.base import ContentFile
 
 from content.models import ConsentText, ContentAsset
+from content.services import link_get_or_create, link_path
 from leads.models import Event, Lead
 from leads.tagging import tags_get_or_create
 from tests.conftest import CHROMIUM
+from tests.factories import LeadFactory
 
 pytestmark = [
     pytest.mark.browser,
@@ -72,3 +74,31 @@ def test_a_visitor_submits_the_gated_form_and_downloads_the_whitepaper(
         "form_submitted",
         "content_viewed",
     }
+
+
+def test_a_lead_follows_its_gated_link_and_the_form_keeps_the_link_through_a_correction(
+    live_server, whitepaper, page
+):
+    from playwright.sync_api import expect
+
+    lead = LeadFactory(phone="+8613800138000")
+    link = link_get_or_create(asset=whitepaper, lead=lead, touch_id=88)
+    page.set_extra_http_headers({"User-Agent": "Mozilla/5.0 (Linux; Android 12; CUBOT KINGKONG 7) Mobile"})
+    page.goto(f"{live_server.url}{link_path(link)}")
+    assert "/p/wp-online-acquisition/?t=" in page.url
+    page.fill("#id_name", "张伟")
+    page.fill("#id_phone", "138 0013 8000")
+    page.fill("#id_company", "苏州恒立精密机械有限公司")
+    page.get_by_role("button", name="免费下载白皮书").click()  # no consent yet: the form comes back
+    expect(page.locator("#error-consent")).to_be_visible()
+    page.check("#id_consent")
+    with page.expect_download():
+        page.get_by_role("button", name="免费下载白皮书").click()
+
+    assert Lead.objects.get().pk == lead.pk
+    assert list(Event.objects.filter(lead=lead).order_by("id").values_list("type", flat=True)) == [
+        "link_clicked",
+        "form_submitted",
+        "content_viewed",
+    ]
+    assert Event.objects.get(type="content_viewed").properties["touch"] == 88

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from content.models import MessageTemplate
 from content.services import message_template_save
@@ -62,3 +63,33 @@ def test_a_template_that_does_not_compile_is_refused_on_save(admin_client):
         "/admin/content/messagetemplate/add/", {"name": "好模板", "body": "{{ lead.name }}"}
     )
     assert response.status_code == 302 and MessageTemplate.objects.filter(name="好模板").exists()
+
+
+@pytest.mark.django_db
+def test_whitelisted_filters_render_by_their_registered_names():
+    lead = LeadFactory(name="张伟", company="苏州恒立精密机械有限公司")
+    body = (
+        "{{ lead.name|slice:':1' }}总，{{ lead.company|slice:'2:4' }}"
+        "{{ lead.name|first }}{{ lead.name|length }}{{ lead.title|default:'您'|lower }}"
+    )
+    template_check(body)
+    context = template_context(lead=lead)
+    assert template_render(body, context) == f"张总，恒立张2{lead.title.lower()}"
+    with pytest.raises(TemplateRefused, match="the filter 'slugify' is not allowed"):
+        template_check("{{ lead.name|slugify }}")
+
+
+@pytest.mark.django_db
+def test_a_refused_template_cannot_be_saved_by_the_orm_either():
+    with pytest.raises(TemplateRefused, match=re.escape("{{ lead.phone }} is not available")):
+        MessageTemplate.objects.create(name="绕过", body="{{ lead.phone }}")
+    good = MessageTemplate.objects.create(name="好", body="{{ lead.name|slice:':1' }}总您好")
+    good.body = "{% include 'admin/base.html' %}"
+    with pytest.raises(TemplateRefused):
+        good.save()
+    with pytest.raises(ValidationError) as refused:
+        good.full_clean()
+    assert "the template tag 'include' is not allowed" in refused.value.message_dict["body"][0]
+    good.refresh_from_db()
+    assert good.body == "{{ lead.name|slice:':1' }}总您好"
+    assert not MessageTemplate.objects.filter(name="绕过").exists()

@@ -60,7 +60,7 @@ def in_threads(count: int, target) -> list[BaseException]:
         try:
             barrier.wait()
             target()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connections.close_all()
@@ -229,7 +229,7 @@ def test_end_to_end_a_real_celery_worker_sends_on_the_right_days_and_survives_re
 
     # A transactional test starts without the data migrations' rows: the MIL pool as it ships.
     Pool.objects.get_or_create(
-        slug="mil", defaults={"name": "MIL", "rule": {"field": "phone", "op": "is_set"}}
+        slug="mil", defaults={"name": "MIL", "rule": {"field": "phone", "op": "is_set", "value": True}}
     )
     sequence_save(
         data={
