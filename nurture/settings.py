@@ -187,6 +187,10 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
+# Asset files (gated whitepapers among them): outside MEDIA_ROOT and without a URL (content/storage.py).
+NURTURE_PRIVATE_MEDIA_ROOT = Path(env_str("NURTURE_PRIVATE_MEDIA_ROOT", str(VAR_DIR / "private")))
+if NURTURE_PRIVATE_MEDIA_ROOT.resolve().is_relative_to(MEDIA_ROOT.resolve()):
+    raise ImproperlyConfigured("NURTURE_PRIVATE_MEDIA_ROOT must not be inside MEDIA_ROOT (served at /media/)")
 
 LOGIN_URL = "/admin/login/"
 # Messages can carry a one-time secret (a new API key): keep them server-side, not in a cookie.

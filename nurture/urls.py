@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from content.api import ContentAssetViewSet
-from content.views import landing_view, link_view
+from content.views import asset_file_view, landing_view, link_view
 from leads.api.pools import PoolViewSet
 from leads.api.views import EventView, LeadViewSet
 from nurture import views
@@ -31,10 +31,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("c/<str:token>/", link_view, name="content-link"),
     path("p/<slug:slug>/", landing_view, name="content-landing"),
+    path("p/<slug:slug>/file/", asset_file_view, name="content-file"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    # Uploads (asset files) with DEBUG, as `make demo` runs; in production the proxy serves MEDIA_URL.
+    # Uploads with DEBUG, as `make demo` runs; in production the proxy serves MEDIA_URL. Asset files are not
+    # among them (NURTURE_PRIVATE_MEDIA_ROOT): the content views serve those.
     *static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT),
 ]
 

@@ -224,6 +224,10 @@ def sequence_save(
     with transaction.atomic():
         if sequence is None:
             sequence = Sequence()
+        if sequence.pk is not None and merged.get("trigger") != Sequence.objects.get(pk=sequence.pk).trigger:
+            # Another trigger reads another table: its cursor starts again (from now, no backfill).
+            sequence.trigger_cursor = None
+            sequence.trigger_checked_at = None
         for field, value in merged.items():
             setattr(sequence, field, value)
         if not sequence.trigger:
@@ -239,9 +243,11 @@ def _steps_replace(sequence: Sequence, rows: Seq[dict[str, Any]]) -> None:
     it), a new position is created, a position no longer there is deleted."""
     existing = {step.position: step for step in sequence.steps.all()}
     wanted = {int(row["position"]): row for row in rows}
+    blank = Step()
+    defaults = {field: getattr(blank, field) for field in STEP_FIELDS}  # a field left out is reset
     Step.objects.filter(sequence=sequence).exclude(position__in=list(wanted)).delete()
     for position, row in wanted.items():
-        values = {k: v for k, v in row.items() if k in STEP_FIELDS}
+        values = {**defaults, **{k: v for k, v in row.items() if k in STEP_FIELDS}}
         step = existing.get(position)
         if step is None:
             Step.objects.create(sequence=sequence, position=position, **values)

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from leads.models import Event, Lead, LeadTag, Pool, PoolMembership
 from leads.services import EventInput, event_record_bulk, lead_stage_set, lead_tags_change, lead_upsert
 from nurture.models import OutboxMessage
-from sequences.models import Enrollment, Touch
+from sequences.models import Enrollment, Sequence, Touch
 from sequences.services import SequenceError, sequence_enroll, sequence_save
 from tests.factories import LeadFactory, UserFactory
 
@@ -410,3 +410,11 @@ def test_editing_a_live_sequence_keeps_past_touches_and_applies_from_the_next_st
     assert (sent.step.text, sent.rendered) == ("新欢迎", "旧欢迎")  # the step is the same row, edited
     tick(datetime(2026, 12, 3, 10, 0, tzinfo=SH))
     assert Touch.objects.get(lead=lead, step__position=1).rendered == "新第二步"
+
+
+def test_changing_the_trigger_restarts_its_cursor():
+    seq = make([{"day": 0, "send_time": None}], trigger={"type": "wecom_added"})
+    tick(T0)
+    assert Sequence.objects.get(pk=seq.pk).trigger_cursor is not None
+    sequence_save(sequence=seq, data={"trigger": {"type": "event", "event": "webinar_registered"}})
+    assert Sequence.objects.get(pk=seq.pk).trigger_cursor is None
