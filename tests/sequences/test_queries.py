@@ -44,6 +44,8 @@ def queries_of_a_busy_tick(n: int) -> int:
 
 
 def test_the_query_count_does_not_grow_with_the_leads():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite splits bulk statements by its parameter limit (the embedded demo's size)")
     small = queries_of_a_busy_tick(10)
     large = queries_of_a_busy_tick(200)
     assert large == small, (small, large)
