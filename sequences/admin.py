@@ -41,6 +41,7 @@ from sequences.services import (
     SequenceError,
     SequencePlan,
     sequence_check,
+    sequence_enroll,
     sequence_figures,
     sequence_save,
     sequence_status_set,
@@ -670,3 +671,76 @@ class TouchAdmin(ReadOnlyAdmin):
                 % {"count": skipped},
                 messages.WARNING,
             )
+
+
+# --- The lead list's action: enroll the selected leads in a sequence (the manual trigger).
+
+ENROLL_LIMIT = 10_000
+
+
+class EnrollForm(forms.Form):
+    sequence = forms.ModelChoiceField(
+        queryset=Sequence.objects.exclude(status=SequenceStatus.ARCHIVED).order_by("name"),
+        label=_("sequence"),
+    )
+    anchor_at = forms.DateTimeField(
+        label=_("day 0"),
+        required=False,
+        help_text=_("Empty: now. Day N of the sequence is counted from this instant's local date."),
+    )
+
+
+@admin.action(description=_("Enroll the selected leads in a sequence"))
+def enroll_in_sequence(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+) -> HttpResponse | None:
+    """Selected leads → a page choosing the sequence and day 0 → `sequence_enroll`, with what was refused."""
+    ids = list(queryset.order_by("pk").values_list("pk", flat=True)[: ENROLL_LIMIT + 1])
+    if len(ids) > ENROLL_LIMIT:
+        modeladmin.message_user(
+            request, gettext("Select at most %(n)s leads at once.") % {"n": ENROLL_LIMIT}, messages.ERROR
+        )
+        return None
+    form = EnrollForm(request.POST if request.POST.get("post") == "yes" else None)
+    if form.is_bound and form.is_valid():
+        sequence = form.cleaned_data["sequence"]
+        result = sequence_enroll(
+            sequence=sequence, lead_ids=ids, anchor_at=form.cleaned_data["anchor_at"], now=timezone_now()
+        )
+        modeladmin.message_user(
+            request,
+            gettext(
+                "%(enrolled)s lead(s) enrolled in %(sequence)s; %(refused)s refused (already in it, "
+                "an exit condition, the re-entry policy or opted out)."
+            )
+            % {
+                "enrolled": len(result["enrolled"]),
+                "sequence": sequence.name,
+                "refused": len(result["refused"]),
+            },
+            messages.SUCCESS if result["enrolled"] else messages.WARNING,
+        )
+        return None
+    return TemplateResponse(
+        request,
+        "admin/sequences/enroll_confirm.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": _("Enroll leads in a sequence"),
+            "opts": modeladmin.opts,
+            "form": form,
+            "ids": ids,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        },
+    )
+
+
+def _lead_admin_enroll_action() -> None:
+    from leads.models import Lead
+
+    lead_admin = admin.site._registry.get(Lead)
+    if lead_admin is not None and enroll_in_sequence not in (lead_admin.actions or []):
+        lead_admin.actions = [*(lead_admin.actions or []), enroll_in_sequence]
+
+
+_lead_admin_enroll_action()

@@ -324,3 +324,35 @@ def test_a_marketer_sees_the_timeline_and_opens_the_preview(live_server, transac
     assert "condition true (as of today)" in section.inner_text()
     assert section.locator("tbody tr").count() == 3
     assert Enrollment.objects.count() == 0 and Touch.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_lead_list_enrolls_the_selected_leads_in_a_sequence(client):
+    from django.contrib.auth import get_user_model
+
+    from sequences.models import Enrollment
+    from sequences.services import sequence_save
+    from tests.factories import LeadFactory
+
+    admin_user = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw-123456789")
+    client.force_login(admin_user)
+    seq = sequence_save(data={"name": "回访序列", "status": "active"}, steps=[{"day": 1}])
+    ok, dnc = LeadFactory(), LeadFactory(do_not_contact=True)
+    url = "/admin/leads/lead/"
+    page = client.post(url, {"action": "enroll_in_sequence", "_selected_action": [ok.pk, dnc.pk]})
+    assert page.status_code == 200 and "回访序列" in page.content.decode()
+    done = client.post(
+        url,
+        {
+            "action": "enroll_in_sequence",
+            "_selected_action": [ok.pk, dnc.pk],
+            "post": "yes",
+            "sequence": seq.pk,
+            "anchor_at": "",
+        },
+        follow=True,
+    )
+    assert done.status_code == 200
+    assert list(Enrollment.objects.values_list("lead_id", flat=True)) == [ok.pk]
+    text = done.content.decode()
+    assert "1" in text and "回访序列" in text
