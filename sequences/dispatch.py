@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import DurationField, ExpressionWrapper, F, IntegerField, Q
 from django.utils.timezone import now as timezone_now
 
@@ -371,18 +372,7 @@ def _record(
         fields.update(state=TouchState.SKIPPED, skip_reason="policy")
     else:
         fields.update(state=state, sent_at=now, error="")
-    with transaction.atomic():
-        _commit_without_flush_wait()
-        return bool(Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(**fields))
-
-
-def _commit_without_flush_wait() -> None:
-    """The result of a send commits without waiting for its WAL flush (one fsync per touch was most of
-    dispatch's time). A server crash may lose the last few: those touches stay `sending` behind their
-    durable claim and are reconciled or resent with their key, as after a worker crash."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    return bool(Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(**fields))
 
 
 def _claim(ids: list[int], now: datetime) -> list[Touch]:
@@ -415,21 +405,44 @@ def touches_dispatch(*, touch_ids: list[int], now: datetime | None = None) -> di
     steps = Step.objects.in_bulk({t.step_id for t in claimed if t.step_id})
     links = _links(claimed, now)
     assets = _assets({t.content_id for t in claimed if t.content_id})
-    for touch in claimed:
-        lead = leads[touch.lead_id]
-        step = steps.get(touch.step_id)
-        link = links.get(touch.pk, "")
-        try:
-            text = _render(step.text if step else "", lead, link, assets.get(touch.content_id))
-        except Exception as exc:  # a template that broke after it was saved fails this touch alone
-            _fail(touch, f"render: {exc}", now)
-            counts["failed"] += 1
-            continue
-        counts[_send_one(touch, lead, text, link, now)] += 1
+    with _results_without_flush_wait():
+        for touch in claimed:
+            lead = leads[touch.lead_id]
+            step = steps.get(touch.step_id)
+            link = links.get(touch.pk, "")
+            try:
+                text = _render(step.text if step else "", lead, link, assets.get(touch.content_id))
+            except Exception as exc:  # a template that broke after it was saved fails this touch alone
+                _fail(touch, f"render: {exc}", now)
+                counts["failed"] += 1
+                continue
+            counts[
+                _send_one(touch, lead, text, link, now, else_channel=step.else_channel if step else "")
+            ] += 1
     return dict(counts)
 
 
-def _send_one(touch: Touch, lead: Lead, text: str, link: str, now: datetime) -> str:
+@contextmanager
+def _results_without_flush_wait() -> Iterator[None]:
+    """Each send's result commits without waiting for its WAL flush: one fsync per touch was most of
+    dispatch's time. A server crash may lose the last few results; those touches stay `sending` behind
+    their claim (committed durably before) and are reconciled or resent with their key, as after a
+    worker crash."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO OFF")
+    try:
+        yield
+    finally:
+        with suppress(DatabaseError), connection.cursor() as cursor:  # a broken connection is dropped
+            cursor.execute("RESET synchronous_commit")
+
+
+def _send_one(
+    touch: Touch, lead: Lead, text: str, link: str, now: datetime, *, else_channel: str = ""
+) -> str:
     adapter = adapter_for(touch.channel)
     if adapter is None:
         Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(
@@ -439,6 +452,15 @@ def _send_one(touch: Touch, lead: Lead, text: str, link: str, now: datetime) -> 
     message = _message(touch, lead, text, link)
     verdict = adapter.policy_check(message, now)
     if not verdict.allowed:
+        fallback = adapter_for(else_channel) if else_channel and else_channel != touch.channel else None
+        if fallback is not None and fallback.policy_check(message, now).allowed:
+            # The platform refuses this channel now (e.g. outside WeChat's 48-hour window): the step's
+            # fallback channel carries it, under the same idempotency key.
+            Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(
+                channel=else_channel, error=f"fallback from {touch.channel}: {verdict.reason}"[:2000]
+            )
+            touch.channel = else_channel
+            return _send_one(touch, lead, text, link, now)
         Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(
             state=TouchState.SKIPPED, skip_reason=f"policy:{verdict.reason}"[:64], rendered=text
         )
