@@ -2,8 +2,8 @@
 `touch.failed` in the outbox; a channel whose policy refuses falls back to the step's else channel."""
 
 import io
-from itertools import pairwise
 from datetime import datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
