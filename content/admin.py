@@ -8,7 +8,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminFileWidget
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -53,8 +55,18 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+class AssetFileWidget(AdminFileWidget):
+    """The current file by name, not as a link: asset files have no URL (`url` raises ValueError)."""
+
+    template_name = "content/widgets/asset_file_input.html"  # the form renderer reads app templates only
+
+    def is_initial(self, value: Any) -> bool:
+        return bool(value)
+
+
 @admin.register(ContentAsset)
 class ContentAssetAdmin(admin.ModelAdmin):
+    formfield_overrides = {models.FileField: {"widget": AssetFileWidget}}
     list_display = [
         "title",
         "form",

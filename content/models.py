@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from content.storage import asset_storage
 from content.templating import TemplateRefused, template_check
 from leads.models import Lead, Tag
 
@@ -62,7 +63,7 @@ class ContentAsset(models.Model):
     )
     call_to_action = models.CharField(_("call to action"), max_length=100, blank=True, default="")
     target_url = models.URLField(_("target URL"), max_length=500, blank=True, default="")
-    file = models.FileField(_("file"), upload_to="content/", blank=True, default="")
+    file = models.FileField(_("file"), upload_to="content/", storage=asset_storage, blank=True, default="")
     gated = models.BooleanField(
         _("gated"), default=False, help_text=_("Links go to the landing page's form first")
     )

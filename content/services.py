@@ -99,13 +99,14 @@ def links_revoke(*, links: QuerySet[TrackedLink], now: datetime | None = None) -
 
 
 def asset_destination(asset: ContentAsset) -> str:
-    """Where opening the asset goes: its gated landing page, its URL, its file, else its landing page."""
+    """Where opening the asset goes: its gated landing page, its URL, its file's download view (files have
+    no URL of their own), else its landing page."""
     if asset.gated:
         return reverse("content-landing", args=[asset.slug])
     if asset.target_url:
         return asset.target_url
     if asset.file:
-        return asset.file.url
+        return reverse("content-file", args=[asset.slug])
     return reverse("content-landing", args=[asset.slug])
 
 

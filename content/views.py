@@ -1,4 +1,5 @@
-"""Public pages of content: tracked links (`/c/<token>/`) and gated landing pages (`/p/<slug>/`)."""
+"""Public pages of content: tracked links (`/c/<token>/`), gated landing pages (`/p/<slug>/`) and the
+download of an ungated asset's file (`/p/<slug>/file/`); asset files have no URL of their own."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ from content.models import ConsentText, ContentAsset
 from content.services import landing_submit, landing_token_link, link_open
 
 
+def _file_response(asset: ContentAsset) -> FileResponse:
+    name = asset.file.name.rsplit("/", 1)[-1]
+    return FileResponse(asset.file.open("rb"), as_attachment=True, filename=name)
+
+
 def _deliver(asset: ContentAsset) -> HttpResponse:
     """The asset itself: its file as a download, its URL, or (neither) its landing page."""
     if asset.file:
-        name = asset.file.name.rsplit("/", 1)[-1]
-        return FileResponse(asset.file.open("rb"), as_attachment=True, filename=name)
+        return _file_response(asset)
     if asset.target_url:
         return HttpResponseRedirect(asset.target_url)
     return HttpResponseRedirect(reverse("content-landing", args=[asset.slug]))
@@ -62,6 +67,18 @@ def link_view(request: HttpRequest, token: str) -> HttpResponse:
     response = HttpResponseRedirect(opened.destination)
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD"])
+def asset_file_view(request: HttpRequest, slug: str) -> HttpResponse:
+    """An ungated asset's file as a download; a gated one's comes only with its form, so a redirect there."""
+    asset = get_object_or_404(ContentAsset, slug=slug, active=True)
+    if asset.gated:
+        return HttpResponseRedirect(reverse("content-landing", args=[asset.slug]))
+    if not asset.file:
+        raise Http404("No file.")
+    return _file_response(asset)
 
 
 @never_cache

@@ -16,8 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def asset(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
+def asset():
     ConsentText.objects.create(version="2026-01", text="同意我们就本资料与您联系。")
     asset = ContentAsset.objects.create(
         slug="wp-online-acquisition",

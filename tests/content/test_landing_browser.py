@@ -23,8 +23,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def whitepaper(transactional_db, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
+def whitepaper(transactional_db):
     ConsentText.objects.create(version="2026-01", text="提交即表示您同意我们与您联系。")
     asset = ContentAsset.objects.create(
         slug="wp-online-acquisition",

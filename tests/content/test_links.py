@@ -1,7 +1,6 @@
 """Tracked links: opening one records the view once, stamps the asset's tags, counts viewers per asset and
 per tag, marks the lead dirty; forged and revoked tokens, HEAD and link-preview fetchers record nothing."""
 
-import importlib
 import json
 import os
 import signal
@@ -17,9 +16,7 @@ import httpx
 import pytest
 from django.core.files.base import ContentFile
 from django.db import connection
-from django.urls import clear_url_caches
 
-import nurture.urls
 from content.models import AssetViewer, ContentAsset, TagViewer, TrackedLink
 from content.services import (
     landing_token_link,
@@ -170,21 +167,8 @@ def test_a_cubot_phone_counts_and_googlebot_does_not(client):
     assert Event.objects.get().properties["user_agent"] == cubot
 
 
-@pytest.fixture
-def debug_urls(settings, tmp_path):
-    """Uploads in a temporary MEDIA_ROOT, and the URLconf as DEBUG builds it (serving them)."""
-    settings.MEDIA_ROOT = tmp_path
-    settings.DEBUG = True
-    importlib.reload(nurture.urls)
-    clear_url_caches()
-    yield
-    settings.DEBUG = False
-    importlib.reload(nurture.urls)
-    clear_url_caches()
-
-
 @pytest.mark.django_db
-def test_an_ungated_file_is_a_redirect_to_its_file_served_under_media_url(client, settings, debug_urls):
+def test_an_ungated_file_is_a_redirect_to_its_download_view(client):
     asset = ContentAsset.objects.create(
         slug="sop-template", title="SOP 模板", form="ppt", awareness="solution_aware", funnel="mofu"
     )
@@ -192,13 +176,14 @@ def test_an_ungated_file_is_a_redirect_to_its_file_served_under_media_url(client
     link = link_get_or_create(asset=asset, lead=LeadFactory())
 
     head = client.head(link_path(link), HTTP_USER_AGENT=BROWSER)
-    assert head.status_code == 302 and head["Location"] == asset.file.url
-    assert head["Location"].startswith(settings.MEDIA_URL) and not Event.objects.exists()
+    assert head.status_code == 302 and head["Location"] == "/p/sop-template/file/"
+    assert not Event.objects.exists()
     response = client.get(link_path(link), HTTP_USER_AGENT=BROWSER)
     assert response.status_code == 302 and response["Location"] == head["Location"]
     assert Event.objects.filter(type="content_viewed").count() == 1
     served = client.get(response["Location"])
     assert served.status_code == 200 and b"".join(served.streaming_content) == b"PK slides"
+    assert Event.objects.count() == 1  # the download itself records nothing more
 
 
 @pytest.mark.django_db
