@@ -1,10 +1,6 @@
 """The engine's tick: the management command, its record, and a real Celery worker running it."""
 
 import io
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +11,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from nurture.models import TickRun
+from tests.workers import celery_worker_start, celery_worker_stop, child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,32 +33,7 @@ def test_tick_command_runs_as_of_now_and_records_it():
 def test_a_real_celery_worker_runs_the_tick():
     if not settings.REDIS_URL or connection.vendor != "postgresql":
         pytest.skip("needs REDIS_URL and PostgreSQL: the worker is a separate process")
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-    }
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "nurture",
-            "worker",
-            "--pool=solo",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = celery_worker_start(child_env())
     try:
         from nurture.tasks import engine_tick
 
@@ -71,12 +43,7 @@ def test_a_real_celery_worker_runs_the_tick():
             time.sleep(0.2)
         assert TickRun.objects.count() == 1, "the worker did not run the tick within 60 s"
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            output, _ = worker.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            output, _ = worker.communicate()
+        output = celery_worker_stop(worker)
     assert b"nurture.tasks.engine_tick" in output
 
 

@@ -4,8 +4,6 @@ real Celery worker sending on the right days (PostgreSQL and Redis: separate pro
 
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +23,7 @@ from sequences.dispatch import touches_dispatch
 from sequences.models import Touch
 from sequences.services import sequence_enroll, sequence_save
 from tests.sequences.recording import recording_calls
+from tests.workers import celery_worker_start, celery_worker_stop, child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SH = ZoneInfo("Asia/Shanghai")
@@ -136,14 +135,8 @@ def _tick_process(now: datetime, env: dict[str, str]) -> subprocess.CompletedPro
 
 
 def _env(**extra: str) -> dict[str, str]:
-    db = connection.settings_dict
-    return {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "NURTURE_CHANNEL_ADAPTERS": json.dumps({"console": "tests.sequences.crashing.CrashingAdapter"}),
-        **extra,
-    }
+    adapters = json.dumps({"console": "tests.sequences.crashing.CrashingAdapter"})
+    return child_env(**{"NURTURE_CHANNEL_ADAPTERS": adapters, **extra})
 
 
 @pytest.mark.django_db(transaction=True)
@@ -174,39 +167,6 @@ def test_a_worker_killed_after_the_provider_accepted_loses_nothing_and_sends_onc
     # with the same idempotency key, which the provider (like ours) delivers once.
     in_flight = Touch.objects.get(idempotency_key=resent[0])
     assert in_flight.attempts == 2
-
-
-def _worker(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "nurture",
-            "worker",
-            "--pool=solo",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _stop(worker: subprocess.Popen) -> bytes:
-    os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        output, _ = worker.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        output, _ = worker.communicate()
-    return output
 
 
 def _wait_for(condition, seconds: float = 60) -> bool:
@@ -252,7 +212,7 @@ def test_end_to_end_a_real_celery_worker_sends_on_the_right_days_and_survives_re
     tick(now=day0, inline=False)  # due: the batch goes to Redis …
     assert Touch.objects.filter(lead_id=lead_id, state="scheduled").count() == 1
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()  # … and Redis restarts empty
-    worker = _worker(env)
+    worker = celery_worker_start(env)
     try:
         tick(now=day0 + timedelta(minutes=1), inline=False)  # handed out lately: not again yet
         time.sleep(2)
@@ -265,7 +225,7 @@ def test_end_to_end_a_real_celery_worker_sends_on_the_right_days_and_survives_re
         tick(now=day3, inline=False)
         assert _wait_for(lambda: Touch.objects.filter(lead_id=lead_id, state="sent").count() == 2)
     finally:
-        output = _stop(worker)
+        output = celery_worker_stop(worker)
     assert b"sequences.tasks.touches_dispatch_task" in output
     sent = [
         t.sent_at.astimezone(SH).strftime("%Y-%m-%d")
