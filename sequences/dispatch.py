@@ -405,21 +405,37 @@ def touches_dispatch(*, touch_ids: list[int], now: datetime | None = None) -> di
     steps = Step.objects.in_bulk({t.step_id for t in claimed if t.step_id})
     links = _links(claimed, now)
     assets = _assets({t.content_id for t in claimed if t.content_id})
+    results = _Results(now)
     with _results_without_flush_wait():
-        for touch in claimed:
-            lead = leads[touch.lead_id]
-            step = steps.get(touch.step_id)
-            link = links.get(touch.pk, "")
-            try:
-                text = _render(step.text if step else "", lead, link, assets.get(touch.content_id))
-            except Exception as exc:  # a template that broke after it was saved fails this touch alone
-                _fail(touch, f"render: {exc}", now)
-                counts["failed"] += 1
-                continue
-            counts[
-                _send_one(touch, lead, text, link, now, else_channel=step.else_channel if step else "")
-            ] += 1
+        try:
+            _send_all(claimed, leads, steps, links, assets, now, counts, results)
+        finally:
+            results.flush()
     return dict(counts)
+
+
+def _send_all(
+    claimed: list[Touch],
+    leads: dict[int, Lead],
+    steps: dict[int, Step],
+    links: dict[int, str],
+    assets: dict[int, Any],
+    now: datetime,
+    counts: dict[str, int],
+    results: _Results,
+) -> None:
+    for touch in claimed:
+        lead = leads[touch.lead_id]
+        step = steps.get(touch.step_id)
+        link = links.get(touch.pk, "")
+        try:
+            text = _render(step.text if step else "", lead, link, assets.get(touch.content_id))
+        except Exception as exc:  # a template that broke after it was saved fails this touch alone
+            _fail(touch, f"render: {exc}", now)
+            counts["failed"] += 1
+            continue
+        else_channel = step.else_channel if step else ""
+        counts[_send_one(touch, lead, text, link, now, else_channel=else_channel, results=results)] += 1
 
 
 @contextmanager
@@ -441,7 +457,14 @@ def _results_without_flush_wait() -> Iterator[None]:
 
 
 def _send_one(
-    touch: Touch, lead: Lead, text: str, link: str, now: datetime, *, else_channel: str = ""
+    touch: Touch,
+    lead: Lead,
+    text: str,
+    link: str,
+    now: datetime,
+    *,
+    else_channel: str = "",
+    results: _Results | None = None,
 ) -> str:
     adapter = adapter_for(touch.channel)
     if adapter is None:
@@ -460,7 +483,7 @@ def _send_one(
                 channel=else_channel, error=f"fallback from {touch.channel}: {verdict.reason}"[:2000]
             )
             touch.channel = else_channel
-            return _send_one(touch, lead, text, link, now)
+            return _send_one(touch, lead, text, link, now, results=results)
         Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(
             state=TouchState.SKIPPED, skip_reason=f"policy:{verdict.reason}"[:64], rendered=text
         )
@@ -481,8 +504,54 @@ def _send_one(
     except PermanentError as exc:
         _fail(touch, f"{exc.code}: {exc}" if exc.code else str(exc), now)
         return "failed"
-    _record(touch, result.status, result.provider_ref, now, rendered=text)
+    if results is not None and adapter.honours_idempotency_key and result.status in _SENT_STATES:
+        results.add(touch.pk, _SENT_STATES[result.status], result.provider_ref, text)
+    else:
+        _record(touch, result.status, result.provider_ref, now, rendered=text)
     return result.status
+
+
+_SENT_STATES = {
+    SendStatus.SENT: TouchState.SENT,
+    SendStatus.DELIVERED: TouchState.DELIVERED,
+    SendStatus.AWAITING_CONFIRM: TouchState.AWAITING_CONFIRM,
+}
+RECORD_EVERY = 100
+
+
+class _Results:
+    """Results of accepted sends, written RECORD_EVERY at a time in one statement (and whatever is
+    left when the batch ends or breaks). A crash loses at most those not yet written: they stay
+    `sending` and are reconciled or resent with their key, as when a worker dies right after a send."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.rows: list[tuple[int, str, str, str]] = []
+
+    def add(self, touch_id: int, state: str, provider_ref: str, rendered: str) -> None:
+        self.rows.append((touch_id, state, provider_ref[:128], rendered))
+        if len(self.rows) >= RECORD_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if not rows:
+            return
+        if connection.vendor != "postgresql":
+            for touch_id, state, ref, rendered in rows:
+                Touch.objects.filter(pk=touch_id, state=TouchState.SENDING).update(
+                    state=state, provider_ref=ref, rendered=rendered, sent_at=self.now, error=""
+                )
+            return
+        ids, states, refs, texts = (list(column) for column in zip(*rows, strict=True))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Touch._meta.db_table} t SET state = v.state, provider_ref = v.ref, "
+                "rendered = v.rendered, sent_at = %s, error = '' "
+                "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(id, state, ref, rendered) "
+                "WHERE t.id = v.id AND t.state = 'sending'",
+                [self.now, ids, states, refs, texts],
+            )
 
 
 def _fail(touch: Touch, error: str, now: datetime) -> None:

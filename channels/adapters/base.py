@@ -62,6 +62,7 @@ class PolicyVerdict:
 
 class Adapter(Protocol):
     channel: ClassVar[str]
+    honours_idempotency_key: ClassVar[bool]
 
     def configured(self) -> bool:
         """Whether the settings this adapter needs are present."""
@@ -77,9 +78,13 @@ class Adapter(Protocol):
 
 
 class BaseAdapter:
-    """Defaults: configured, no policy, no reconcile."""
+    """Defaults: configured, no policy, no reconcile, and a provider that does not deduplicate."""
 
     channel: ClassVar[str] = ""
+    # The provider delivers a repeated idempotency key once. Then the dispatcher may write results a
+    # batch at a time (after a crash a few accepted sends are offered again under their key); for a
+    # provider that does not (SMS gateways), each result is written as soon as the call returns.
+    honours_idempotency_key: ClassVar[bool] = False
 
     def configured(self) -> bool:
         return True

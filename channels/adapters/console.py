@@ -12,6 +12,7 @@ logger = logging.getLogger("nurture.console")
 
 class ConsoleAdapter(BaseAdapter):
     channel = "console"
+    honours_idempotency_key = True  # it keeps nothing but the log line and the touch itself
 
     def send(self, message: OutgoingMessage) -> SendResult:
         logger.info(
@@ -28,6 +29,7 @@ class NoopAdapter(BaseAdapter):
     """Accepts everything and does nothing: what `bench dispatch` measures the engine with."""
 
     channel = "noop"
+    honours_idempotency_key = True
 
     def send(self, message: OutgoingMessage) -> SendResult:
         return SendResult(status=SendStatus.SENT, provider_ref=message.idempotency_key)

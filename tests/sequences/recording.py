@@ -57,6 +57,7 @@ def recording_texts() -> dict[str, str]:
 
 class RecordingAdapter(BaseAdapter):
     channel = "console"
+    honours_idempotency_key = True
 
     def send(self, message: OutgoingMessage) -> SendResult:
         r = _redis()

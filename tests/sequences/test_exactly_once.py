@@ -134,8 +134,8 @@ def _tick_process(now: datetime, env: dict[str, str]) -> subprocess.CompletedPro
     )
 
 
-def _env(**extra: str) -> dict[str, str]:
-    adapters = json.dumps({"console": "tests.sequences.crashing.CrashingAdapter"})
+def _env(adapter: str = "CrashingAdapter", **extra: str) -> dict[str, str]:
+    adapters = json.dumps({"console": f"tests.sequences.crashing.{adapter}"})
     return child_env(**{"NURTURE_CHANNEL_ADAPTERS": adapters, **extra})
 
 
@@ -236,3 +236,29 @@ def test_end_to_end_a_real_celery_worker_sends_on_the_right_days_and_survives_re
     assert Touch.objects.filter(lead_id=lead_id).first().rendered == "欢迎 陈静"
     call_command("tick", "--now", day3.isoformat(), stdout=io.StringIO())  # twice at one instant
     assert len(recording_calls()) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_at_a_provider_that_honours_keys_a_killed_worker_still_delivers_each_touch_once():
+    """Results are written a batch at a time for such a provider: after the crash the accepted but
+    unrecorded sends are offered again under their keys, and delivered once each."""
+    needs_pg_and_redis()
+    from sequences.dispatch import RECORD_EVERY
+
+    seq = sequence_save(
+        data={"name": "崩溃2", "status": "active", "quiet_hours": None},
+        steps=[{"day": 0, "send_time": None, "text": "资料 {{ lead.name }}"}],
+    )
+    sequence_enroll(sequence=seq, lead_ids=leads(50), anchor_at=T0, now=T0)
+    killed = _tick_process(T0, _env("CrashingKeyedAdapter", NURTURE_TEST_CRASH_AT="20"))
+    assert killed.returncode == 9, killed.stderr.decode()[-2000:]
+    assert Touch.objects.filter(state="sent").count() == 0  # fewer than RECORD_EVERY: none written yet
+    assert RECORD_EVERY > 20
+    late = _tick_process(
+        T0 + timedelta(minutes=settings.NURTURE_SENDING_LEASE_MINUTES + 1), _env("CrashingKeyedAdapter")
+    )
+    assert late.returncode == 0, late.stderr.decode()[-2000:]
+    calls = recording_calls()
+    assert Touch.objects.filter(state="sent").count() == 50
+    assert len(calls) == 50  # delivered: one per key
+    assert sorted(set(calls.values())) == [1, 2] and sum(n == 2 for n in calls.values()) == 20
