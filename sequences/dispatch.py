@@ -225,8 +225,27 @@ def _advance_batch(*, now: datetime, limit: int) -> dict[str, int]:
             _move_after(e, plan, step, now)
         # ignore_conflicts: a key made by an earlier run that died before updating the enrollment.
         Touch.objects.bulk_create(touches, ignore_conflicts=True)
-        Enrollment.objects.bulk_update([i.enrollment for i in items] + finished, ["position", "next_due_at"])
+        _enrollments_move([i.enrollment for i in items] + finished)
     return counts
+
+
+def _enrollments_move(enrollments: list[Enrollment]) -> None:
+    """Write each enrollment's new position and due time: one UPDATE … FROM unnest on PostgreSQL
+    (Django's bulk_update builds a CASE per row and cost more than the rest of the batch)."""
+    if connection.vendor != "postgresql":
+        Enrollment.objects.bulk_update(enrollments, ["position", "next_due_at"])
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Enrollment._meta.db_table} e SET position = v.position, next_due_at = v.due "
+            "FROM unnest(%s::bigint[], %s::integer[], %s::timestamptz[]) AS v(id, position, due) "
+            "WHERE e.id = v.id",
+            [
+                [e.pk for e in enrollments],
+                [e.position for e in enrollments],
+                [e.next_due_at for e in enrollments],
+            ],
+        )
 
 
 def _touch(e: Enrollment, step: Step, due: datetime, *, state: str, skip_reason: str = "") -> Touch:
@@ -547,8 +566,8 @@ class _Results:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {Touch._meta.db_table} t SET state = v.state, provider_ref = v.ref, "
-                "rendered = v.rendered, sent_at = %s, error = '' "
-                "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(id, state, ref, rendered) "
+                "rendered = v.rendered, sent_at = %s, error = '' FROM "
+                "unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS v(id, state, ref, rendered) "
                 "WHERE t.id = v.id AND t.state = 'sending'",
                 [self.now, ids, states, refs, texts],
             )

@@ -539,6 +539,25 @@ def _trigger_silent(sequence: Sequence, plan: SequencePlan, now: datetime) -> in
     return created
 
 
+def _plan_for_all_rows() -> None:
+    """The candidates are read through a cursor, which PostgreSQL plans for the first rows; with many
+    candidates and many enrollments that plan checked re-entry per lead against every enrollment of
+    the sequence (100,000 × 100,000). Plan for reading them all."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+
+
+def _analyze_after_enrolling(count: int) -> None:
+    """After a large enrollment, fresh statistics for the next tick's statements that read them."""
+    if connection.vendor == "postgresql" and count >= ANALYZE_AFTER:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {Enrollment._meta.db_table}")
+
+
+ANALYZE_AFTER = 10_000
+
+
 def sequences_trigger(*, now: datetime) -> dict[str, int]:
     """Enroll, for every active sequence, the leads its trigger fired for since the last tick."""
     enrolled = 0
@@ -549,10 +568,12 @@ def sequences_trigger(*, now: datetime) -> dict[str, int]:
         if not plan.steps:
             continue
         with transaction.atomic():
+            _plan_for_all_rows()
             if sequence.trigger_type == TriggerType.SILENT:
                 enrolled += _trigger_silent(sequence, plan, now)
             else:
                 enrolled += _trigger_by_source(sequence, plan, now)
+    _analyze_after_enrolling(enrolled)
     return {"enrolled": enrolled}
 
 
