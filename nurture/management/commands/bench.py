@@ -11,37 +11,59 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from nurture.bench.database import bench_database, bench_database_refuse_unless_postgresql
+from nurture.bench.dispatch import DispatchSizes, bench_dispatch
 from nurture.bench.ingest import IngestSizes, bench_ingest, bench_settings
 from nurture.bench.pools import PoolsSizes, bench_pools
 from nurture.bench.report import API_NOTE, report_table, results_append, results_section
 
 QUICK = IngestSizes(leads=2_000, events=2_000, list_leads=20_000, naive_sample=200, list_repeat=5)
 QUICK_POOLS = PoolsSizes(leads=2_000, events=20_000, dirty=200, loop=200)
+DISPATCH_NOTE = (
+    "The machine is shared: other processes on its cores lower the rates and lengthen the ticks, so "
+    "read the figures as a lower bound of what an idle machine does."
+)
+QUICK_DISPATCH = DispatchSizes(touches=2_000, leads=2_000, events=2_000, enrollments=200, enroll=200)
 
 
 class Command(BaseCommand):
     help = (
         "Benchmark harness. `ingest`: bulk lead upsert and bulk events through the API, and the "
         "tag-filtered lead list over a big table, each beside the naive way. `pools`: full and "
-        "incremental evaluation of the default pools over generated leads and events. Runs on a "
-        "database it creates and drops; PostgreSQL only."
+        "incremental evaluation of the default pools over generated leads and events. `dispatch`: due "
+        "touches sent by worker processes (rate, duplicates, lost), the idle tick, enrolling a pool's new "
+        "members. Runs on a database it creates and drops; PostgreSQL only."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("suite", choices=["ingest", "pools"], help="what to measure")
+        parser.add_argument("suite", choices=["ingest", "pools", "dispatch"], help="what to measure")
         parser.add_argument(
             "--leads",
             type=int,
             default=None,
             help=f"ingest: leads to bulk upsert ({IngestSizes.leads:,}); pools: leads generated "
-            f"({PoolsSizes.leads:,})",
+            f"({PoolsSizes.leads:,}); dispatch: leads under the idle tick ({DispatchSizes.leads:,})",
         )
         parser.add_argument(
             "--events",
             type=int,
             default=None,
             help=f"ingest: events to post ({IngestSizes.events:,}); pools: events generated "
-            f"({PoolsSizes.events:,})",
+            f"({PoolsSizes.events:,}); dispatch: events under the idle tick ({DispatchSizes.events:,})",
+        )
+        parser.add_argument(
+            "--touches", type=int, default=DispatchSizes.touches, help="dispatch: due touches sent"
+        )
+        parser.add_argument(
+            "--enrollments",
+            type=int,
+            default=DispatchSizes.enrollments,
+            help="dispatch: active enrollments under the idle tick",
+        )
+        parser.add_argument(
+            "--enroll",
+            type=int,
+            default=DispatchSizes.enroll,
+            help="dispatch: leads that enter a pool and are enrolled in one tick",
         )
         parser.add_argument(
             "--dirty", type=int, default=PoolsSizes.dirty, help="pools: dirty leads evaluated"
@@ -80,6 +102,8 @@ class Command(BaseCommand):
         bench_database_refuse_unless_postgresql()
         if options["suite"] == "pools":
             return self._pools(options)
+        if options["suite"] == "dispatch":
+            return self._dispatch(options)
         options["leads"] = options["leads"] or IngestSizes.leads
         options["events"] = options["events"] or IngestSizes.events
         if options["quick"]:
@@ -141,6 +165,31 @@ class Command(BaseCommand):
             report = bench_pools(sizes=sizes, log=log)
             section = results_section(
                 report, command=" ".join(["manage.py", *sys.argv[1:]]), suite="pools", note=""
+            )
+        log(f"bench database {name} dropped")
+        self.stdout.write(report_table(report))
+        if options["write_results"]:
+            results_append(options["results_file"], section)
+            self.stdout.write(f"appended to {options['results_file']}")
+        return ""
+
+    def _dispatch(self, options: dict[str, Any]) -> str:
+        if options["quick"]:
+            sizes = QUICK_DISPATCH
+        else:
+            sizes = DispatchSizes(
+                touches=options["touches"],
+                leads=options["leads"] or DispatchSizes.leads,
+                events=options["events"] if options["events"] is not None else DispatchSizes.events,
+                enrollments=options["enrollments"],
+                enroll=options["enroll"],
+            )
+        log = self._log(options)
+        with bench_database() as name, bench_settings():
+            log(f"bench database {name} created and migrated")
+            report = bench_dispatch(sizes=sizes, log=log)
+            section = results_section(
+                report, command=" ".join(["manage.py", *sys.argv[1:]]), suite="dispatch", note=DISPATCH_NOTE
             )
         log(f"bench database {name} dropped")
         self.stdout.write(report_table(report))
