@@ -38,9 +38,7 @@ from sequences.models import (
 from sequences.services import (
     SEQUENCE_FIELDS,
     STEP_FIELDS,
-    SequenceError,
     SequencePlan,
-    sequence_check,
     sequence_enroll,
     sequence_figures,
     sequence_save,
@@ -48,6 +46,7 @@ from sequences.services import (
     task_done,
 )
 from sequences.simulate import sequence_simulate, step_content_label
+from sequences.validation import SequenceError, sequence_check
 
 PREVIEW_DAYS = 30
 PREVIEW_SAMPLE = 10

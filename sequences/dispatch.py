@@ -33,7 +33,8 @@ from leads.rules import rule_compile
 from nurture.outbox import outbox_put
 from sequences.models import Enrollment, EnrollmentState, Step, StepMode, Touch, TouchState
 from sequences.scheduling import cap_shift, local_day_bounds, quiet_hours_shift
-from sequences.services import SequencePlan, _wait_rule, sequence_plans
+from sequences.services import SequencePlan, sequence_plans
+from sequences.validation import _wait_rule
 
 logger = logging.getLogger(__name__)
 

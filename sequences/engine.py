@@ -20,10 +20,10 @@ from sequences.services import (
     sequences_complete,
     sequences_exit,
     sequences_lock,
-    sequences_trigger,
     sequences_unlock,
     tasks_escalate,
 )
+from sequences.triggers import sequences_trigger
 
 
 def sequences_tick(now: datetime, *, inline: bool = True) -> dict[str, int]:

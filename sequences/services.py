@@ -14,154 +14,34 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Exists, F, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, Max, Min, OuterRef, Q, QuerySet
 from django.utils.timezone import now as timezone_now
 
-from leads.models import Event, Lead, LeadTag, Pool, PoolMembership, Stage, StageChange, Temperature
-from leads.rules import RuleError, rule_compile, rule_validate
+from leads.models import Event, Lead, PoolMembership, StageChange, Temperature
+from leads.rules import rule_compile
 from leads.services import lead_merge_handler
 from nurture.outbox import outbox_put
 from sequences.models import (
-    Channel,
     Enrollment,
     EnrollmentState,
     Sequence,
     SequenceStatus,
     Step,
-    StepMode,
     Touch,
     TouchState,
     TriggerType,
 )
 from sequences.scheduling import QuietHours, parse_hhmm, step_due
+from sequences.validation import sequence_check
 
 logger = logging.getLogger(__name__)
 
 ENROLL_BATCH = 5000
-EXIT_STAGES = {s.value for s in Stage}
-
-
-class SequenceError(ValueError):
-    """A sequence or step that does not validate; `errors` maps a field path to its message."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
-
-
-# --- Validation and saving.
-
-
-def _check_rule(rule: Any, path: str, errors: dict[str, str]) -> None:
-    if rule is None:
-        return
-    try:
-        rule_validate(rule)
-    except RuleError as exc:
-        errors[path] = str(exc)
-
-
-def sequence_check(*, data: dict[str, Any], steps: Seq[dict[str, Any]]) -> None:
-    """Validate a sequence and its steps as plain values; SequenceError names every bad field."""
-    errors: dict[str, str] = {}
-    trigger = data.get("trigger") or {"type": "manual"}
-    kind = trigger.get("type") if isinstance(trigger, dict) else None
-    if kind not in TriggerType.values:
-        errors["trigger.type"] = f"must be one of {', '.join(TriggerType.values)}"
-    elif kind == TriggerType.POOL_ENTERED and not Pool.objects.filter(slug=trigger.get("pool")).exists():
-        errors["trigger.pool"] = f"no pool {trigger.get('pool')!r}"
-    elif kind == TriggerType.SILENT and not (isinstance(trigger.get("days"), int) and trigger["days"] > 0):
-        errors["trigger.days"] = "must be a positive integer"
-    elif kind == TriggerType.TAG_ADDED and not str(trigger.get("tag") or "").strip():
-        errors["trigger.tag"] = "required"
-    elif kind == TriggerType.EVENT and not str(trigger.get("event") or "").strip():
-        errors["trigger.event"] = "required"
-    elif kind == TriggerType.STAGE_CHANGED and trigger.get("stage") not in EXIT_STAGES:
-        errors["trigger.stage"] = f"must be one of {', '.join(sorted(EXIT_STAGES))}"
-    if kind == TriggerType.EVENT and trigger.get("where") is not None:
-        _check_rule(
-            {"event": trigger.get("event") or "x", "where": trigger["where"]}, "trigger.where", errors
-        )
-    _check_rule(data.get("entry_rule"), "entry_rule", errors)
-    _check_rule(data.get("exit_rule"), "exit_rule", errors)
-    for stage in data.get("exit_stages") or []:
-        if stage not in EXIT_STAGES:
-            errors["exit_stages"] = f"{stage!r} is not a stage"
-    reentry = data.get("reentry", "never")
-    if not (
-        reentry in ("never", "always")
-        or (
-            isinstance(reentry, dict)
-            and isinstance(reentry.get("after_days"), int)
-            and reentry["after_days"] > 0
-        )
-    ):
-        errors["reentry"] = 'must be "never", "always" or {"after_days": N}'
-    try:
-        ZoneInfo(str(data.get("timezone") or settings.TIME_ZONE))
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Asia"
-        errors["timezone"] = f"unknown time zone {data.get('timezone')!r}"
-    quiet = data.get("quiet_hours")
-    if quiet:
-        try:
-            QuietHours.parse(quiet)
-        except (KeyError, TypeError, ValueError) as exc:
-            errors["quiet_hours"] = f'must be {{"start": "HH:MM", "end": "HH:MM"}} ({exc})'
-    for name, value in (data.get("caps") or {}).items():
-        if not isinstance(value, int) or value < 1:
-            errors[f"caps.{name}"] = "must be a positive integer"
-    positions = [int(s.get("position", i)) for i, s in enumerate(steps)]
-    if len(set(positions)) != len(positions):
-        errors["steps"] = "two steps have the same position"
-    for i, step in enumerate(steps):
-        path = f"steps[{i}]"
-        day = step.get("day")
-        if not isinstance(day, int) or day < 0 or day > 3660:
-            errors[f"{path}.day"] = "must be an integer from 0 to 3660"
-        if step.get("channel", "console") not in Channel.values:
-            errors[f"{path}.channel"] = f"must be one of {', '.join(Channel.values)}"
-        if step.get("else_channel") and step["else_channel"] not in Channel.values:
-            errors[f"{path}.else_channel"] = f"must be one of {', '.join(Channel.values)}"
-        if step.get("mode", "auto") not in StepMode.values:
-            errors[f"{path}.mode"] = "must be auto or task"
-        _check_rule(step.get("condition"), f"{path}.condition", errors)
-        position = positions[i]
-        else_position = step.get("else_position")
-        if else_position is not None and (else_position not in positions or else_position <= position):
-            errors[f"{path}.else_position"] = "must be the position of a later step"
-        wait = step.get("wait_for")
-        if wait is not None:
-            if not isinstance(wait, dict) or not wait.get("event"):
-                errors[f"{path}.wait_for"] = 'must be {"event": type, "within_days": N, …}'
-            else:
-                _check_rule(_wait_rule(wait), f"{path}.wait_for", errors)
-                for key in ("then", "else"):
-                    target = wait.get(key)
-                    if target is not None and (target not in positions or target <= position):
-                        errors[f"{path}.wait_for.{key}"] = "must be the position of a later step"
-        text = step.get("text") or ""
-        if text:
-            from content.templating import TemplateRefused, template_check
-
-            try:
-                template_check(text)
-            except TemplateRefused as exc:
-                errors[f"{path}.text"] = str(exc)
-    if errors:
-        raise SequenceError(errors)
-
-
-def _wait_rule(wait: dict[str, Any]) -> dict[str, Any]:
-    """`wait_for` as a rule of the rule language: the event happened within the last N days."""
-    rule: dict[str, Any] = {"event": wait["event"], "within_days": int(wait.get("within_days") or 1)}
-    if wait.get("where"):
-        rule["where"] = wait["where"]
-    return rule
 
 
 SEQUENCE_FIELDS = (
@@ -448,133 +328,6 @@ def sequence_enroll(
             ).values_list("lead_id", flat=True)
         )
     return {"enrolled": sorted(enrolled), "refused": [i for i in ids if i not in enrolled]}
-
-
-# --- Triggers (each tick, set-based per sequence).
-
-
-def _source(sequence: Sequence) -> tuple[QuerySet | None, str]:
-    """The trigger's source rows (with `lead_id`, an `at` for the anchor and an increasing id)."""
-    trigger = sequence.trigger or {}
-    kind = sequence.trigger_type
-    if kind == TriggerType.POOL_ENTERED:
-        rows = PoolMembership.objects.filter(pool__slug=trigger.get("pool"))
-        return rows.annotate(trigger_at=F("joined_at")), "pk"
-    if kind in (TriggerType.WECOM_ADDED, TriggerType.EVENT):
-        event_type = "wecom_added" if kind == TriggerType.WECOM_ADDED else trigger.get("event")
-        rows = Event.objects.filter(type=event_type)
-        if kind == TriggerType.EVENT and trigger.get("where"):
-            # The `where` of an event rule, on the row itself.
-            rows = rows.filter(**{f"properties__{k}": v for k, v in trigger["where"].items()})
-        return rows.annotate(trigger_at=F("occurred_at")), "pk"
-    if kind == TriggerType.TAG_ADDED:
-        from leads.tagging import tag_name_normalize
-
-        rows = LeadTag.objects.filter(tag__name=tag_name_normalize(str(trigger.get("tag"))))
-        return rows.annotate(trigger_at=F("first_at")), "pk"
-    if kind == TriggerType.STAGE_CHANGED:
-        rows = StageChange.objects.filter(to_stage=trigger.get("stage"))
-        return rows.annotate(trigger_at=F("at")), "pk"
-    return None, ""
-
-
-def _trigger_by_source(sequence: Sequence, plan: SequencePlan, now: datetime) -> int:
-    rows, _ = _source(sequence)
-    if rows is None:
-        return 0
-    top = rows.model.objects.aggregate(m=Max("pk"))["m"] or 0
-    if sequence.trigger_cursor is None:  # first run: from now on, no backfill
-        Sequence.objects.filter(pk=sequence.pk).update(trigger_cursor=top)
-        return 0
-    new = rows.filter(pk__gt=sequence.trigger_cursor, pk__lte=top)
-    # One anchor per lead: its earliest new trigger row.
-    anchors = new.filter(lead=OuterRef("pk")).order_by("trigger_at").values("trigger_at")[:1]
-    leads = (
-        _contactable(sequence, Lead.objects.filter(Exists(new.filter(lead=OuterRef("pk")))), now)
-        .annotate(anchor=Subquery(anchors))
-        .order_by("pk")
-        .values_list("pk", "anchor")
-    )
-    created = _enroll_rows(
-        plan=plan, rows=leads.iterator(chunk_size=ENROLL_BATCH), now=now, trigger=sequence.trigger_type
-    )
-    Sequence.objects.filter(pk=sequence.pk).update(trigger_cursor=top)
-    return created
-
-
-def _trigger_silent(sequence: Sequence, plan: SequencePlan, now: datetime) -> int:
-    """Leads with no `message_in` for N days that were contacted before, once per silence.
-
-    Silence is a state: the first run takes every lead silent now; later runs only the leads whose
-    N days of silence ended since the last run (one range on the lead table, not every silent lead
-    each minute)."""
-    days = int((sequence.trigger or {}).get("days") or 14)
-    silent_since = now - timedelta(days=days)
-    window = Q(last_inbound_at__lte=silent_since) | Q(
-        last_inbound_at__isnull=True, created_at__lte=silent_since
-    )
-    if sequence.trigger_checked_at is not None:
-        began = sequence.trigger_checked_at - timedelta(days=days)
-        window &= Q(last_inbound_at__gt=began) | Q(last_inbound_at__isnull=True, created_at__gt=began)
-    contacted = Q(Exists(Event.objects.filter(lead=OuterRef("pk"), type="message_out"))) | Q(
-        Exists(Touch.objects.filter(lead=OuterRef("pk"), state__in=["sent", "delivered"]))
-    )
-    leads = Lead.objects.filter(window).filter(contacted)
-    # Once per silence: no enrollment of this sequence since the lead last spoke.
-    leads = leads.exclude(
-        Exists(
-            Enrollment.objects.filter(lead=OuterRef("pk"), sequence=sequence).filter(
-                Q(entered_at__gte=OuterRef("last_inbound_at")) | Q(state__in=["active", "paused"])
-            )
-        )
-    )
-    leads = _contactable(sequence, leads, now).order_by("pk").values_list("pk", flat=True)
-    created = _enroll_rows(
-        plan=plan,
-        rows=((pk, now) for pk in leads.iterator(chunk_size=ENROLL_BATCH)),
-        now=now,
-        trigger="silent",
-    )
-    Sequence.objects.filter(pk=sequence.pk).update(trigger_checked_at=now)
-    return created
-
-
-def _plan_for_all_rows() -> None:
-    """The candidates are read through a cursor, which PostgreSQL plans for the first rows; with many
-    candidates and many enrollments that plan checked re-entry per lead against every enrollment of
-    the sequence (100,000 × 100,000). Plan for reading them all."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL cursor_tuple_fraction = 1.0")
-
-
-def _analyze_after_enrolling(count: int) -> None:
-    """After a large enrollment, fresh statistics for the next tick's statements that read them."""
-    if connection.vendor == "postgresql" and count >= ANALYZE_AFTER:
-        with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {Enrollment._meta.db_table}")
-
-
-ANALYZE_AFTER = 10_000
-
-
-def sequences_trigger(*, now: datetime) -> dict[str, int]:
-    """Enroll, for every active sequence, the leads its trigger fired for since the last tick."""
-    enrolled = 0
-    sequences = list(Sequence.objects.filter(status=SequenceStatus.ACTIVE).exclude(trigger__type="manual"))
-    plans = sequence_plans(s.pk for s in sequences)
-    for sequence in sequences:
-        plan = plans[sequence.pk]
-        if not plan.steps:
-            continue
-        with transaction.atomic():
-            _plan_for_all_rows()
-            if sequence.trigger_type == TriggerType.SILENT:
-                enrolled += _trigger_silent(sequence, plan, now)
-            else:
-                enrolled += _trigger_by_source(sequence, plan, now)
-    _analyze_after_enrolling(enrolled)
-    return {"enrolled": enrolled}
 
 
 # --- Exits (each tick, set-based per sequence).

@@ -35,7 +35,9 @@ from sequences.models import (
     TriggerType,
 )
 from sequences.scheduling import cap_shift, local_day_bounds, step_due, step_nominal_due
-from sequences.services import SequencePlan, _contactable, _source, _unsubscribed_all, _wait_rule
+from sequences.services import SequencePlan, _contactable, _unsubscribed_all
+from sequences.triggers import _source
+from sequences.validation import _wait_rule
 
 # Outcomes of a step in a simulation.
 SEND, TASK, SKIP, BRANCH = "send", "task", "skip", "branch"

@@ -34,7 +34,8 @@ from nurture.bench.workers import send_with_celery, send_with_processes
 from nurture.engine import tick
 from sequences.dispatch import steps_advance
 from sequences.models import Enrollment, Sequence, Touch, TouchState
-from sequences.services import sequence_enroll, sequence_save, sequences_trigger
+from sequences.services import sequence_enroll, sequence_save
+from sequences.triggers import sequences_trigger
 
 Log = Callable[[str], None]
 EXIT_STAGES = ("sql", "won", "lost")

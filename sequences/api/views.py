@@ -31,7 +31,8 @@ from sequences.api.serializers import (
 )
 from sequences.models import Channel, Sequence, SequenceStatus, StepMode, Touch, TouchState
 from sequences.selectors import lead_ids_resolve, sequence_list, touch_list
-from sequences.services import SequenceError, sequence_enroll, sequence_save, sequence_status_set
+from sequences.services import sequence_enroll, sequence_save, sequence_status_set
+from sequences.validation import SequenceError
 
 
 def _validated(serializer: serializers.Serializer) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from leads.models import Event, Lead, LeadTag, Pool, PoolMembership
 from leads.services import EventInput, event_record_bulk, lead_stage_set, lead_tags_change, lead_upsert
 from nurture.models import OutboxMessage
 from sequences.models import Enrollment, Sequence, Touch
-from sequences.services import SequenceError, sequence_enroll, sequence_save
+from sequences.services import sequence_enroll, sequence_save
+from sequences.validation import SequenceError
 from tests.factories import LeadFactory, UserFactory
 
 SH = ZoneInfo("Asia/Shanghai")
