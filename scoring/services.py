@@ -190,20 +190,11 @@ def _awarded_sql(rule: ScoringRule, events_sql: str) -> str:
 
 
 def _ledger_rebuild(
-    *,
-    scope: Scope,
-    rules: Sequence[ScoringRule],
-    only: Collection[int] | None = None,
-    replace: bool = False,
+    *, scope: Scope, rules: Sequence[ScoringRule], only: Collection[int] | None = None
 ) -> int:
     """Rewrite the ledger of the scope's leads from their events, every behaviour rule in one INSERT
     (or only the rules `only` names: one edited rule rewrites its own entries, not everyone's);
-    returns the entries written.
-
-    By default only the difference is written (an incremental tick mostly adds the entries of new
-    events). With `replace` (the full pass after a rule changed) the scope's entries are deleted and
-    inserted again: most of them change, and the difference costs a temporary table, its statistics
-    and an anti-join on top of the same writes."""
+    returns the entries written."""
     table = ScoreEntry._meta.db_table
     scope_sql, scope_params = scope.where("lead_id")
     if only is not None:
@@ -235,18 +226,6 @@ def _ledger_rebuild(
         if not parts:
             cursor.execute(f"DELETE FROM {table} WHERE {scope_sql}", scope_params)
             return 0
-        if replace:
-            cursor.execute(f"DELETE FROM {table} WHERE {scope_sql}", scope_params)
-            cursor.execute(
-                # ON CONFLICT: an incremental rebuild of a lead of this range by another tick converges.
-                f"INSERT INTO {table} (lead_id, rule_id, event_id, points, at) "
-                f"SELECT u.lead_id, u.rule_id, u.event_id, u.points, u.occurred_at "
-                f"FROM ({' UNION ALL '.join(parts)}) AS u WHERE true "
-                f"ON CONFLICT (rule_id, event_id) DO UPDATE SET points = excluded.points, "
-                f"lead_id = excluded.lead_id, at = excluded.at",
-                params,
-            )
-            return max(cursor.rowcount, 0)
         # The entries the events earn now, in a temporary table; then only the difference is written:
         # an incremental tick mostly adds the entries of new events and rewrites nothing else.
         on_commit = " ON COMMIT DELETE ROWS" if _pg() else ""
@@ -529,9 +508,7 @@ def scores_recompute_all(
             for scope in scopes:
                 with transaction.atomic():
                     _batch_settings()
-                    outcome.entries += _ledger_rebuild(
-                        scope=scope, rules=rules, only=rules_changed, replace=True
-                    )
+                    outcome.entries += _ledger_rebuild(scope=scope, rules=rules, only=rules_changed)
             if _pg():
                 # The ledger may have grown from nothing: the scores' aggregate needs its statistics.
                 with connection.cursor() as cursor:
