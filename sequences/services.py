@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Exists, F, Max, Min, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils.timezone import now as timezone_now
 
 from leads.models import Event, Lead, PoolMembership, StageChange, Temperature
@@ -388,15 +388,18 @@ def sequences_exit(*, now: datetime) -> dict[str, int]:
 
 
 def _sdr_round_robin(count: int) -> list[Any]:
-    """`count` SDRs in turn: active members of the `sdr` group not in `sdr_unavailable`, the one who
-    got a lead least recently first."""
+    """`count` SDRs in turn: active members of the `sdr` group not in `sdr_unavailable`, starting
+    with the one who owns the fewest leads (the SDR workspace issue brings assignment rules)."""
+    from django.db.models import Count
+
     user_model = get_user_model()
+    available = user_model.objects.filter(is_active=True, groups__name="sdr").exclude(
+        groups__name="sdr_unavailable"
+    )
     sdrs = list(
-        user_model.objects.filter(is_active=True, groups__name="sdr")
-        .exclude(groups__name="sdr_unavailable")
-        .annotate(last=Max("owned_leads__enrollments__ended_at"))
-        .order_by(F("last").asc(nulls_first=True), "pk")
-        .distinct()
+        user_model.objects.filter(pk__in=available.values("pk"))
+        .annotate(owned=Count("owned_leads"))
+        .order_by("owned", "pk")
     )
     if not sdrs:
         return []

@@ -419,3 +419,21 @@ def test_changing_the_trigger_restarts_its_cursor():
     assert Sequence.objects.get(pk=seq.pk).trigger_cursor is not None
     sequence_save(sequence=seq, data={"trigger": {"type": "event", "event": "webinar_registered"}})
     assert Sequence.objects.get(pk=seq.pk).trigger_cursor is None
+
+
+def test_a_hot_lead_goes_to_the_available_sdr_with_the_fewest_leads():
+    sdr_group = Group.objects.create(name="sdr")
+    busy, free = UserFactory(username="busy"), UserFactory(username="free")
+    for user in (busy, free):
+        user.groups.add(sdr_group)
+    for _ in range(3):
+        LeadFactory(owner=busy)
+    seq = make(
+        [{"day": 0, "send_time": None}], quiet_hours=None, on_complete={"hot": {"action": "assign_sdr"}}
+    )
+    lead = LeadFactory()
+    sequence_enroll(sequence=seq, lead_ids=[lead.pk], anchor_at=T1, now=T1)
+    tick(T1)
+    Lead.objects.filter(pk=lead.pk).update(temperature="hot")
+    tick(T1 + timedelta(minutes=1))
+    assert Lead.objects.get(pk=lead.pk).owner == free
