@@ -27,9 +27,7 @@ from content.services import link_path, links_revoke, message_template_save
 from content.templating import VARIABLES
 
 # Columns of the analytics tables: (key, label); both tables sort by any of them.
-ASSET_COLUMNS = [
-    ("title", _("asset")),
-    ("form", _("form")),
+METRIC_COLUMNS = [
     ("sent", _("sent")),
     ("opened", _("opened")),
     ("open_rate", _("open rate")),
@@ -38,17 +36,8 @@ ASSET_COLUMNS = [
     ("mql_after", _("became MQL within 30 days")),
     ("sql_after", _("became SQL within 30 days")),
 ]
-TAG_COLUMNS = [
-    ("name", _("tag")),
-    ("assets_count", _("assets")),
-    ("sent", _("sent")),
-    ("opened", _("opened")),
-    ("open_rate", _("open rate")),
-    ("views", _("views")),
-    ("unique_viewers", _("unique viewers")),
-    ("mql_after", _("became MQL within 30 days")),
-    ("sql_after", _("became SQL within 30 days")),
-]
+ASSET_COLUMNS = [("title", _("asset")), ("form", _("form")), *METRIC_COLUMNS]
+TAG_COLUMNS = [("name", _("tag")), ("assets_count", _("assets")), *METRIC_COLUMNS]
 
 
 def _rate(value: float | None) -> str:
