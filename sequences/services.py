@@ -460,8 +460,11 @@ def _assign_hot(lead_ids: list[int], now: datetime) -> int:
         Lead.objects.filter(pk__in=lead_ids, owner__isnull=True).order_by("pk").values_list("pk", flat=True)
     )
     sdrs = _sdr_round_robin(len(unowned))
+    by_sdr: dict[Any, list[int]] = {}
     for lead_id, sdr in zip(unowned, sdrs, strict=False):
-        Lead.objects.filter(pk=lead_id, owner__isnull=True).update(owner=sdr, updated_at=now)
+        by_sdr.setdefault(sdr, []).append(lead_id)
+    for sdr, ids in by_sdr.items():  # one statement per SDR, not per lead
+        Lead.objects.filter(pk__in=ids, owner__isnull=True).update(owner=sdr, updated_at=now)
     outbox_put(
         type="lead.hot",
         lead_ids=lead_ids,

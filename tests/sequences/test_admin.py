@@ -354,5 +354,6 @@ def test_the_lead_list_enrolls_the_selected_leads_in_a_sequence(client):
     )
     assert done.status_code == 200
     assert list(Enrollment.objects.values_list("lead_id", flat=True)) == [ok.pk]
-    text = done.content.decode()
-    assert "1" in text and "回访序列" in text
+    [message] = list(done.context["messages"])
+    assert message.level_tag == "success" and "回访序列" in message.message
+    assert "1" in message.message  # 1 enrolled, 1 refused (do not contact)
