@@ -456,7 +456,7 @@ def lead_merge(
         }
 
         # Identities are unique: free them on the merged lead before the survivor takes them.
-        Lead.objects.filter(pk=merged.pk).update(**{name: None for name in IDENTITY_FIELDS})
+        Lead.objects.filter(pk=merged.pk).update(**{name: None for name in (*IDENTITY_FIELDS, "wechat_openid")})
         _merge_fields(survivor, merged)
         survivor.updated_at = now
         survivor.save()
@@ -500,7 +500,10 @@ def _merge_fields(survivor: Lead, merged: Lead) -> None:
     for name in IDENTITY_FIELDS:
         if not getattr(survivor, name) and getattr(merged, name):
             setattr(survivor, name, getattr(merged, name))
-    for name in ("name", "company", "title", "industry", "company_size", "source", "consent_version"):
+    if not survivor.wechat_openid:
+        survivor.wechat_openid = merged.wechat_openid
+    names = ("name", "company", "title", "industry", "company_size", "source", "consent_version")
+    for name in (*names, "wecom_follow_user"):
         if not getattr(survivor, name):
             setattr(survivor, name, getattr(merged, name))
     for name in ("bant_budget", "bant_authority", "bant_need", "bant_timeline", "consent", "do_not_contact"):
@@ -511,7 +514,7 @@ def _merge_fields(survivor: Lead, merged: Lead) -> None:
         survivor.stage = merged.stage
     survivor.score = max(survivor.score, merged.score)
     survivor.properties = {**(merged.properties or {}), **(survivor.properties or {})}
-    for name in ("consent_at", "last_inbound_at", "last_event_at"):
+    for name in ("consent_at", "last_inbound_at", "last_event_at", "wechat_oa_interaction_at"):
         candidates = [v for v in (getattr(survivor, name), getattr(merged, name)) if v is not None]
         setattr(survivor, name, max(candidates) if candidates else None)
     survivor.created_at = min(survivor.created_at, merged.created_at)
