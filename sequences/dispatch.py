@@ -369,11 +369,17 @@ def _message(touch: Touch, lead: Lead, text: str, link: str) -> OutgoingMessage:
             "email": lead.email or "",
             "wecom_external_userid": lead.wecom_external_userid or "",
             "wechat_unionid": lead.wechat_unionid or "",
+            "wechat_openid": lead.wechat_openid or "",
+            "wecom_follow_user": lead.wecom_follow_user,
+            "wechat_oa_interaction_at": lead.wechat_oa_interaction_at,
             "properties": lead.properties or {},
         },
         text=text,
         link=link,
         owner_id=lead.owner_id,
+        step_id=touch.step_id,
+        sequence_id=touch.sequence_id,
+        due_at=touch.due_at,
     )
 
 
