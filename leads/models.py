@@ -49,7 +49,9 @@ class Lead(models.Model):
     # The official account's openid (per account; unionid spans the company's apps).
     wechat_openid = models.CharField(_("WeChat openid"), max_length=128, null=True, blank=True, unique=True)
     # Last message, click or subscribe on the official account: opens its 48-hour service window.
-    wechat_oa_interaction_at = models.DateTimeField(_("last official-account interaction"), null=True, blank=True)
+    wechat_oa_interaction_at = models.DateTimeField(
+        _("last official-account interaction"), null=True, blank=True
+    )
     # The WeCom staff member (UserID) who has this customer as a contact and follows it up.
     wecom_follow_user = models.CharField(_("WeCom follow-up member"), max_length=64, blank=True, default="")
     source = models.CharField(_("source"), max_length=64, blank=True, default="")

@@ -456,7 +456,9 @@ def lead_merge(
         }
 
         # Identities are unique: free them on the merged lead before the survivor takes them.
-        Lead.objects.filter(pk=merged.pk).update(**{name: None for name in (*IDENTITY_FIELDS, "wechat_openid")})
+        Lead.objects.filter(pk=merged.pk).update(
+            **{name: None for name in (*IDENTITY_FIELDS, "wechat_openid")}
+        )
         _merge_fields(survivor, merged)
         survivor.updated_at = now
         survivor.save()

@@ -1,0 +1,1 @@
+"""The channels' admin: one module per area, imported here so Django's autodiscovery finds them."""
