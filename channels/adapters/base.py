@@ -87,6 +87,9 @@ class Adapter(Protocol):
     def send_batch(self, messages: list[OutgoingMessage]) -> dict[int, BatchOutcome]:
         """Send many at once (by touch id); each touch's outcome is a result or a typed error."""
 
+    def policy_check_batch(self, messages: list[OutgoingMessage], now: datetime) -> dict[int, PolicyVerdict]:
+        """`policy_check` for many (by touch id), in a bounded number of queries."""
+
     def policy_check(self, message: OutgoingMessage, now: datetime) -> PolicyVerdict:
         """The platform's quotas and windows, before any call."""
 
@@ -99,7 +102,9 @@ class Adapter(Protocol):
         status AWAITING_CONFIRM: still waiting; SENT/DELIVERED: done; SKIPPED_POLICY: refused by the
         platform (quota); raises PermanentError: failed (e.g. not a friend)."""
 
-    def reconcile_batch(self, items: list[tuple[OutgoingMessage, str]]) -> dict[int, SendResult | None]:
+    def reconcile_batch(
+        self, items: list[tuple[OutgoingMessage, str]]
+    ) -> dict[int, SendResult | PermanentError | None]:
         """`reconcile` for many touches at once (by touch id); PermanentError as a value = failed."""
 
 
@@ -138,6 +143,9 @@ class BaseAdapter:
 
     def policy_check(self, message: OutgoingMessage, now: datetime) -> PolicyVerdict:
         return PolicyVerdict(True)
+
+    def policy_check_batch(self, messages: list[OutgoingMessage], now: datetime) -> dict[int, PolicyVerdict]:
+        return {message.touch_id: self.policy_check(message, now) for message in messages}
 
     def send(self, message: OutgoingMessage) -> SendResult:  # pragma: no cover - abstract
         raise NotImplementedError
