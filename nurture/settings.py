@@ -140,7 +140,11 @@ NURTURE_POOL_FULL_BATCH = env_int("NURTURE_POOL_FULL_BATCH", 250_000)
 # its settings are missing, skips its touches with reason not_configured.
 NURTURE_CHANNEL_ADAPTERS = {
     "console": "channels.adapters.console.ConsoleAdapter",
-    "call": "channels.adapters.console.ConsoleAdapter",
+    "call": "channels.adapters.call.CallAdapter",  # a call task for the lead's owner
+    "webhook": "channels.adapters.webhook.WebhookAdapter",  # NURTURE_WEBHOOK_CHANNEL_URL
+    "sms": "channels.adapters.sms.SmsAdapter",  # SMS_PROVIDER picks Aliyun or Tencent Cloud
+    "email": "channels.adapters.email.EmailAdapter",
+    "wechat_oa": "channels.adapters.wechat_oa.WechatOaAdapter",
 }
 # More or other adapters as JSON, e.g. {"sms": "channels.adapters.sms.SmsAdapter"} (tests, deployments).
 NURTURE_CHANNEL_ADAPTERS.update(json.loads(env_str("NURTURE_CHANNEL_ADAPTERS", "") or "{}"))
@@ -151,6 +155,13 @@ NURTURE_DISPATCH_BATCH = env_int("NURTURE_DISPATCH_BATCH", 500)
 NURTURE_SENDING_LEASE_MINUTES = env_int("NURTURE_SENDING_LEASE_MINUTES", 10)
 # A due touch handed to a worker this long ago and still scheduled: its task was lost, hand it out again.
 NURTURE_QUEUE_LEASE_MINUTES = env_int("NURTURE_QUEUE_LEASE_MINUTES", 5)
+# Circuit breaker: a channel failing this many times in a row (retryable errors) pauses for so long.
+NURTURE_BREAKER_FAILURES = env_int("NURTURE_BREAKER_FAILURES", 5)
+NURTURE_BREAKER_PAUSE_MINUTES = env_int("NURTURE_BREAKER_PAUSE_MINUTES", 10)
+# Touches awaiting a person's confirmation (WeCom 群发, moments, call tasks) are asked about this often.
+NURTURE_CONFIRM_POLL_MINUTES = env_int("NURTURE_CONFIRM_POLL_MINUTES", 5)
+# A send that waits longer than its rate limit allows this long is put back for the next tick.
+NURTURE_RATE_MAX_WAIT_SECONDS = env_int("NURTURE_RATE_MAX_WAIT_SECONDS", 2)
 # A staff task (step mode "task") open this long past due goes to the managers.
 NURTURE_TASK_DEADLINE_HOURS = env_int("NURTURE_TASK_DEADLINE_HOURS", 24)
 
@@ -241,14 +252,77 @@ WECOM_CORP_ID = env_str("WECOM_CORP_ID")
 WECOM_SECRET = env_str("WECOM_SECRET")
 WECOM_TOKEN = env_str("WECOM_TOKEN")
 WECOM_ENCODING_AES_KEY = env_str("WECOM_ENCODING_AES_KEY")
-SMS_PROVIDER_URL = env_str("SMS_PROVIDER_URL")
-SMS_API_KEY = env_str("SMS_API_KEY")
+# WeCom server API base (tests point it at a local fake).
+WECOM_API_BASE = env_str("WECOM_API_BASE", "https://qyapi.weixin.qq.com")
+# WeCom's per-customer 群发 quota as set in 群发助手 → 设置群发规则: "month" (default: as many as the
+# month has days), "week" (7 a week) or "day" (1 a day); counted from our own wecom touches.
+WECOM_CUSTOMER_CAP_PERIOD = env_str("WECOM_CUSTOMER_CAP_PERIOD", "month")
+# WeChat official account (公众号): app id and secret (sending), callback token and EncodingAESKey.
+WECHAT_OA_APP_ID = env_str("WECHAT_OA_APP_ID")
+WECHAT_OA_SECRET = env_str("WECHAT_OA_SECRET")
+WECHAT_OA_TOKEN = env_str("WECHAT_OA_TOKEN")
+WECHAT_OA_ENCODING_AES_KEY = env_str("WECHAT_OA_ENCODING_AES_KEY")
+# Template message used outside the 48-hour window, and its fields as JSON {field: source}.
+WECHAT_OA_TEMPLATE_ID = env_str("WECHAT_OA_TEMPLATE_ID")
+WECHAT_OA_TEMPLATE_FIELDS = env_str("WECHAT_OA_TEMPLATE_FIELDS", '{"thing1": "text:20"}')
+# template (always), custom (customer-service text, 48-hour window only) or auto (custom inside it).
+WECHAT_OA_MODE = env_str("WECHAT_OA_MODE", "auto")
+# Official-account API base (tests point it at a local fake).
+WECHAT_OA_API_BASE = env_str("WECHAT_OA_API_BASE", "https://api.weixin.qq.com")
+# SMS: which provider carries the "sms" channel (aliyun | tencent), its account and approved sign/template.
+SMS_PROVIDER = env_str("SMS_PROVIDER", "aliyun")
+# Aliyun AccessKey ID / secret, or Tencent Cloud SecretId / SecretKey.
+SMS_ACCESS_KEY_ID = env_str("SMS_ACCESS_KEY_ID")
+SMS_ACCESS_KEY_SECRET = env_str("SMS_ACCESS_KEY_SECRET")
+# The approved signature (签名) and template (Aliyun TemplateCode / Tencent TemplateId).
+SMS_SIGN_NAME = env_str("SMS_SIGN_NAME")
+SMS_TEMPLATE_CODE = env_str("SMS_TEMPLATE_CODE")
+# The Aliyun template variable that receives the rendered text (${content}); Tencent's is {1}.
+SMS_TEMPLATE_PARAM = env_str("SMS_TEMPLATE_PARAM", "content")
+# Provider API base URLs (tests point them at a local fake).
+SMS_ALIYUN_ENDPOINT = env_str("SMS_ALIYUN_ENDPOINT", "https://dysmsapi.aliyuncs.com")
+SMS_TENCENT_ENDPOINT = env_str("SMS_TENCENT_ENDPOINT", "https://sms.tencentcloudapi.com")
+# Tencent Cloud: the SMS application (SdkAppId) and the API region.
+SMS_TENCENT_SDK_APP_ID = env_str("SMS_TENCENT_SDK_APP_ID")
+SMS_TENCENT_REGION = env_str("SMS_TENCENT_REGION", "ap-guangzhou")
+# The opt-out words every marketing SMS must carry; appended when the text lacks them.
+SMS_OPT_OUT_TEXT = env_str("SMS_OPT_OUT_TEXT", "拒收请回复R")
+# Replies that opt the sender out of SMS (the whole reply, trimmed, case-insensitive).
+SMS_OPT_OUT_REPLIES = env_list("SMS_OPT_OUT_REPLIES", ["退订", "TD", "T", "R", "N", "拒收", "STOP"])
+# Secret the receipt/reply push URLs carry (?token=…): the providers do not sign these pushes.
+SMS_RECEIPT_TOKEN = env_str("SMS_RECEIPT_TOKEN")
+# Sends per second of the SMS account (token bucket shared by all workers; burst the same).
+SMS_RATE_PER_SECOND = env_int("SMS_RATE_PER_SECOND", 50)
+SMS_HTTP_TIMEOUT_SECONDS = env_int("SMS_HTTP_TIMEOUT_SECONDS", 10)
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
-DEFAULT_FROM_EMAIL = env_str("EMAIL_FROM", "nurture@localhost")
+# The email channel is configured once the sender address is set.
+EMAIL_FROM = env_str("EMAIL_FROM")
+DEFAULT_FROM_EMAIL = EMAIL_FROM or "nurture@localhost"
+# Django's email backend: SMTP by default; an anymail backend (e.g. anymail.backends.mailgun.EmailBackend,
+# with its ANYMAIL settings) sends through that provider's API.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20)
+# Subject of a nurturing email whose touch has no content title.
+EMAIL_SUBJECT = env_str("EMAIL_SUBJECT")
+# `Authorization: Token …` of the bounce webhook (POST /channels/email/bounces/); empty = refused.
+EMAIL_WEBHOOK_SECRET = env_str("EMAIL_WEBHOOK_SECRET")
+# Outbound webhooks (CONTRACT §3): seconds a receiver has to answer a POST.
+NURTURE_WEBHOOK_TIMEOUT_SECONDS = env_int("NURTURE_WEBHOOK_TIMEOUT_SECONDS", 5)
+# POSTs in flight at once per process (threads), deliveries claimed at once, and per Celery task.
+NURTURE_WEBHOOK_THREADS = env_int("NURTURE_WEBHOOK_THREADS", 8)
+NURTURE_WEBHOOK_BATCH = env_int("NURTURE_WEBHOOK_BATCH", 200)
+NURTURE_WEBHOOK_TASK_BATCH = env_int("NURTURE_WEBHOOK_TASK_BATCH", 25)
+# A delivery claimed this long ago and still `sending` belongs to a dead worker: hand it out again.
+NURTURE_WEBHOOK_LEASE_MINUTES = env_int("NURTURE_WEBHOOK_LEASE_MINUTES", 5)
+# Retries with backoff stop this long after the first attempt: the delivery is `failed` (given up).
+NURTURE_WEBHOOK_GIVE_UP_HOURS = env_int("NURTURE_WEBHOOK_GIVE_UP_HOURS", 24)
+# The `webhook` step channel: where its touches are POSTed, and the secret that signs them (both needed).
+NURTURE_WEBHOOK_CHANNEL_URL = env_str("NURTURE_WEBHOOK_CHANNEL_URL")
+NURTURE_WEBHOOK_CHANNEL_SECRET = env_str("NURTURE_WEBHOOK_CHANNEL_SECRET")
 
 # Display names of stages/sources used by pages; the label strings are translated.
 NURTURE_SITE_NAME = _("nurture lead nurturing")

@@ -8,11 +8,11 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 
-from sequences.dispatch import (
-    batches,
-    steps_advance,
+from sequences.confirm import touches_confirm_poll
+from sequences.dispatch import steps_advance
+from sequences.sending import (
     touches_dispatch,
-    touches_due_ids,
+    touches_due_batches,
     touches_reconcile,
     touches_skip_stale,
 )
@@ -45,17 +45,18 @@ def sequences_tick(now: datetime, *, inline: bool = True) -> dict[str, int]:
         report["stale"] = touches_skip_stale(now=now)
         for key, value in touches_reconcile(now=now).items():
             report[key] = value
-        ids = touches_due_ids(now=now)
-        report["due"] = len(ids)
-        size = settings.NURTURE_DISPATCH_BATCH
+        for key, value in touches_confirm_poll(now=now).items():
+            report[f"confirm.{key}"] = value
+        due = touches_due_batches(now=now, size=settings.NURTURE_DISPATCH_BATCH)
+        report["due"] = sum(len(batch) for batch in due)
         if inline:
-            for batch in batches(ids, size):
+            for batch in due:
                 for key, value in touches_dispatch(touch_ids=batch, now=now).items():
                     report[f"dispatch.{key}"] = report.get(f"dispatch.{key}", 0) + value
         else:
             from sequences.tasks import touches_dispatch_task
 
-            for batch in batches(ids, size):
+            for batch in due:
                 transaction.on_commit(lambda batch=batch: touches_dispatch_task.delay(batch, now.isoformat()))
         report.update({f"tasks.{k}": v for k, v in tasks_escalate(now=now).items()})
         return {k: v for k, v in report.items() if v}

@@ -210,6 +210,8 @@ class Touch(models.Model):
     # Handed to a dispatch task at (a touch whose task was lost is handed out again after a while).
     queued_at = models.DateTimeField(_("queued at"), null=True, blank=True)
     claimed_at = models.DateTimeField(_("claimed at"), null=True, blank=True)
+    # Last asked what became of it (a touch awaiting a person's confirmation is polled every few minutes).
+    checked_at = models.DateTimeField(_("checked at"), null=True, blank=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True, default="")
     skip_reason = models.CharField(_("skip reason"), max_length=64, blank=True, default="")
