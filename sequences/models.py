@@ -238,3 +238,12 @@ class Touch(models.Model):
 
     def __str__(self) -> str:
         return f"touch {self.pk} {self.channel} {self.state}"
+
+
+class FailedTouch(Touch):
+    """The dead-letter list: touches that failed (retries exhausted or refused), to look at and retry."""
+
+    class Meta:
+        proxy = True
+        verbose_name = _("failed touch (dead letter)")
+        verbose_name_plural = _("failed touches (dead letters)")

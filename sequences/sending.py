@@ -519,3 +519,10 @@ def _render(text: str, lead: Lead, link: str, asset: Any) -> str:
         title = getattr(asset, "title", "")
         return " ".join(part for part in (title, link) if part)
     return template_render(text, template_context(lead=lead, link=link, asset=asset))
+
+
+def touches_retry_now(*, touch_ids: list[int], now: datetime) -> int:
+    """Failed touches (the dead-letter list) sent again now, under their idempotency key."""
+    return Touch.objects.filter(pk__in=touch_ids, state=TouchState.FAILED).update(
+        state=TouchState.SCHEDULED, due_at=now, attempts=0, queued_at=None, claimed_at=None, checked_at=None
+    )
