@@ -23,11 +23,11 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# The embedded demo: SQLite, the scheduler in-process, touches through the console channel.
+# The embedded demo: SQLite, the scheduler in-process, the touches of every channel through the console.
 demo: install
 	env -u DATABASE_URL -u REDIS_URL DEBUG=1 $(PY) manage.py migrate --noinput
 	env -u DATABASE_URL -u REDIS_URL DEBUG=1 $(PY) manage.py load_demo
-	env -u DATABASE_URL -u REDIS_URL DEBUG=1 $(PY) manage.py rundemo $(HOST):$(PORT)
+	env -u DATABASE_URL -u REDIS_URL DEBUG=1 NURTURE_CONSOLE_ALL_CHANNELS=1 $(PY) manage.py rundemo $(HOST):$(PORT)
 
 # With DATABASE_URL (PostgreSQL) and REDIS_URL set the tests run against them; otherwise SQLite + eager Celery.
 test: install-test

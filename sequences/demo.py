@@ -76,12 +76,11 @@ HI = "{% if lead.name %}{{ lead.name }}，{% endif %}"
 
 # In the real product these go out as WeCom private messages (`wecom`); the demo has no WeCom
 # settings, so `wecom` would skip every touch as not_configured: the demo sends them on `console`.
-DEMO_CHANNEL = "console"
 
 log = logging.getLogger(__name__)
 
 
-def _industry_cases(*, day: int, text: str, first: int) -> list[dict[str, Any]]:
+def _industry_cases(*, day: int, text: str, first: int, channel: str = "wecom") -> list[dict[str, Any]]:
     """One step per industry, each sent only to leads of its industry, and the catch-all last (the
     first industry's case, to any lead not of the others); a false condition goes on to the next step,
     so every lead gets one case and none is skipped. `first` is the position of the first of them."""
@@ -93,7 +92,7 @@ def _industry_cases(*, day: int, text: str, first: int) -> list[dict[str, Any]]:
     return [
         {
             "day": day,
-            "channel": DEMO_CHANNEL,
+            "channel": channel,
             "text": text,
             "content": INDUSTRY_CASES[industry],
             "condition": condition,
@@ -128,7 +127,7 @@ def _new_friends() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         {
             "day": 0,
             "send_time": None,  # at once: while the lead still has the QR code in mind
-            "channel": DEMO_CHANNEL,
+            "channel": "wecom",
             "text": HI + "您好！我是您的专属顾问，感谢添加企业微信。先送您一份《{{ asset.title }}》，"
             "讲透 B2B 企业怎么在线上获客、不见面也成交：{{ link }} 有任何问题随时找我。",
             "content": "wp-online-acquisition",
@@ -136,15 +135,15 @@ def _new_friends() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         *_industry_cases(day=1, text=CASE_TEXT, first=1),
         {
             "day": 3,
-            "channel": DEMO_CHANNEL,
-            "text": HI
-            + "很多客户加了企微就沉默了，问题往往出在没有按客户自己的时间轴去触达。这篇《{{ asset.title }}》"
-            "讲了私域运营的关键动作和 SOP 节点，供{{ lead.company|default:'贵司' }}参考：{{ link }}",
+            "channel": "wecom_moment",
+            # One moment is seen by every lead due that day: no merge fields of a lead in it.
+            "text": "很多客户加了企微就沉默了，问题往往出在没有按客户自己的时间轴去触达。"
+            "这篇《{{ asset.title }}》讲了私域运营的关键动作和 SOP 节点，做 B2B 私域的朋友可以参考。",
             "content": "scenario-02",
         },
         {
             "day": 7,
-            "channel": DEMO_CHANNEL,
+            "channel": "sms",
             "text": HI
             + "为{{ lead.company|default:'您' }}开通了 14 天全功能免费试用，含专属顾问一对一上线指导，"
             "线索池、SOP 和评分半天就能跑起来：{{ link }}",
@@ -152,7 +151,7 @@ def _new_friends() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         },
         {
             "day": 14,
-            "channel": DEMO_CHANNEL,
+            "channel": "email",
             "text": HI
             + "给您留了一个直播名额：《{{ asset.title }}》，嘉宾是制造、SaaS 与零售企业的市场负责人，"
             "报名后开播前会提醒您：{{ link }}",
@@ -186,7 +185,7 @@ def _high_value() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     steps = [
         {  # 0: the need is known → its solution (step 1's condition is then false: on to step 3)
             "day": 3,
-            "channel": DEMO_CHANNEL,
+            "channel": "wechat_oa",
             "text": HI
             + "您关注过全渠道获客，我们把落地方案整理成了《{{ asset.title }}》：目标、关键动作、内容和 SOP "
             "节点都在里面，{{ lead.company|default:'贵司' }}可以直接参考：{{ link }}",
@@ -196,7 +195,7 @@ def _high_value() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         },
         {  # 1: the need is not known → the strategy article, to find out
             "day": 3,
-            "channel": DEMO_CHANNEL,
+            "channel": "wechat_oa",
             "text": HI
             + "B2B 获客越来越贵，不少同行开始用内容换线索。这篇《{{ asset.title }}》讲了白皮书、案例、直播和"
             "试用各自适合换什么样的线索，推荐一读：{{ link }}",
@@ -206,7 +205,7 @@ def _high_value() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         },
         {  # 2: read the strategy within 3 days → the solution too; else nothing more on this scenario
             "day": 6,
-            "channel": DEMO_CHANNEL,
+            "channel": "wecom",
             "text": HI + "看到您读了上次那篇内容获客的文章，补充一份配套的落地方案《{{ asset.title }}》，"
             "照着做就能把渠道和内容串起来：{{ link }}",
             "content": SOLUTION,
@@ -216,7 +215,7 @@ def _high_value() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         *(
             {
                 "day": day,
-                "channel": DEMO_CHANNEL,
+                "channel": "email",
                 "text": SCENE_TEXT.replace("{intro}", intro),
                 "content": "recommended",
             }
@@ -235,7 +234,7 @@ def _high_value() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ),
         {
             "day": 35,
-            "channel": DEMO_CHANNEL,
+            "channel": "sms",
             "text": HI + "如果这些场景里有您正在考虑的，可以约一次 30 分钟的线上演示，顾问会用"
             "{{ lead.industry|default:'您所在' }}行业的数据走一遍从获客到商机的全流程：{{ link }}",
             "content": "demo-booking",
@@ -259,7 +258,7 @@ def _silent() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         {
             "day": 0,
             "send_time": None,  # when the silence is noticed (quiet hours move it to the morning)
-            "channel": DEMO_CHANNEL,
+            "channel": "sms",
             "text": HI
             + "好久不见！我们刚发布了《{{ asset.title }}》，整理了今年 B2B 企业在营销技术上的新变化，"
             "给您留了一份：{{ link }}",
@@ -267,13 +266,13 @@ def _silent() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         },
         {
             "day": 3,
-            "channel": DEMO_CHANNEL,
+            "channel": "wechat_oa",
             "text": HI + "《{{ asset.title }}》上线了，不少同行说干货满满，有空可以看看：{{ link }}",
             "content": "webinar-replay-live",
         },
         {
             "day": 7,
-            "channel": DEMO_CHANNEL,
+            "channel": "wecom",
             "text": HI + "最近在忙什么？我们整理了一份《{{ asset.title }}》，每个节点的话术和内容都写好了，"
             "{{ lead.company|default:'贵司' }}可以直接套用：{{ link }} 需要的话我约个时间帮您过一遍。",
             "content": "template-sop-366",
@@ -384,13 +383,21 @@ def _enroll_at_arrival(sequence: Sequence, arrivals: list[tuple[int, datetime]])
 
 @contextmanager
 def _quiet_console():
-    """The console channel logs every send: the weeks of history would flood `load_demo`'s output."""
+    """The weeks of history go out through the console on every channel — never to a real provider,
+    even where channels are configured — and quietly: its log would flood `load_demo`'s output."""
+    from django.test.utils import override_settings
+
+    from channels.registry import adapters_reset
+
     console = logging.getLogger("nurture.console")
     level = console.level
     console.setLevel(logging.WARNING)
     try:
-        yield
+        with override_settings(NURTURE_CHANNEL_ADAPTERS=settings.NURTURE_DEMO_CHANNEL_ADAPTERS):
+            adapters_reset()
+            yield
     finally:
+        adapters_reset()
         console.setLevel(level)
 
 

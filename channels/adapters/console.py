@@ -16,7 +16,8 @@ class ConsoleAdapter(BaseAdapter):
 
     def send(self, message: OutgoingMessage) -> SendResult:
         logger.info(
-            "console touch %s to lead %s (%s): %s",
+            "console %s touch %s to lead %s (%s): %s",
+            message.channel,
             message.idempotency_key,
             message.lead_id,
             message.lead.get("name", ""),
