@@ -145,9 +145,22 @@ NURTURE_CHANNEL_ADAPTERS = {
     "sms": "channels.adapters.sms.SmsAdapter",  # SMS_PROVIDER picks Aliyun or Tencent Cloud
     "email": "channels.adapters.email.EmailAdapter",
     "wechat_oa": "channels.adapters.wechat_oa.WechatOaAdapter",
+    "wecom": "channels.adapters.wecom.WecomAdapter",  # 企业群发 to one customer, confirmed in the app
+    "wecom_moment": "channels.adapters.wecom_moment.WecomMomentAdapter",  # 朋友圈 tagged to due leads
 }
 # More or other adapters as JSON, e.g. {"sms": "channels.adapters.sms.SmsAdapter"} (tests, deployments).
 NURTURE_CHANNEL_ADAPTERS.update(json.loads(env_str("NURTURE_CHANNEL_ADAPTERS", "") or "{}"))
+# The demo (`make demo`, `load_demo`'s history): every channel through the console, which prints the send
+# and keeps it on the touch; call tasks stay real (they are rows for the SDRs).
+NURTURE_DEMO_CHANNEL_ADAPTERS = {
+    **{
+        channel: "channels.adapters.console.ConsoleAdapter"
+        for channel in ("console", "wecom", "wecom_moment", "wechat_oa", "sms", "email", "webhook")
+    },
+    "call": "channels.adapters.call.CallAdapter",
+}
+if env_bool("NURTURE_CONSOLE_ALL_CHANNELS", False):
+    NURTURE_CHANNEL_ADAPTERS = dict(NURTURE_DEMO_CHANNEL_ADAPTERS)
 # Touches per lead per channel per local day, across all sequences ("*": every channel not named).
 NURTURE_FREQUENCY_CAPS = {"*": env_int("NURTURE_FREQUENCY_CAP", 1)}
 NURTURE_DISPATCH_BATCH = env_int("NURTURE_DISPATCH_BATCH", 500)
@@ -252,6 +265,11 @@ WECOM_CORP_ID = env_str("WECOM_CORP_ID")
 WECOM_SECRET = env_str("WECOM_SECRET")
 WECOM_TOKEN = env_str("WECOM_TOKEN")
 WECOM_ENCODING_AES_KEY = env_str("WECOM_ENCODING_AES_KEY")
+# The welcome message to customers who add a staff member (a channel QR code's own text wins); a message
+# template ({{ lead.name }}, {{ sender.name }}); set empty for none.
+WECOM_WELCOME_TEXT = env_str(
+    "WECOM_WELCOME_TEXT", "您好{% if lead.name %}，{{ lead.name }}{% endif %}！感谢添加，有任何问题随时找我。"
+)
 # WeCom server API base (tests point it at a local fake).
 WECOM_API_BASE = env_str("WECOM_API_BASE", "https://qyapi.weixin.qq.com")
 # WeCom's per-customer 群发 quota as set in 群发助手 → 设置群发规则: "month" (default: as many as the
@@ -310,6 +328,9 @@ EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20)
 EMAIL_SUBJECT = env_str("EMAIL_SUBJECT")
 # `Authorization: Token …` of the bounce webhook (POST /channels/email/bounces/); empty = refused.
 EMAIL_WEBHOOK_SECRET = env_str("EMAIL_WEBHOOK_SECRET")
+# django-anymail's settings as JSON (the ESP's API key, WEBHOOK_SECRET "user:pass" of its tracking webhooks
+# at /channels/email/anymail/<esp>/tracking/), e.g. {"MAILGUN_API_KEY": "…", "WEBHOOK_SECRET": "a:b"}.
+ANYMAIL = json.loads(env_str("EMAIL_ANYMAIL", "") or "{}")
 # Outbound webhooks (CONTRACT §3): seconds a receiver has to answer a POST.
 NURTURE_WEBHOOK_TIMEOUT_SECONDS = env_int("NURTURE_WEBHOOK_TIMEOUT_SECONDS", 5)
 # POSTs in flight at once per process (threads), deliveries claimed at once, and per Celery task.
