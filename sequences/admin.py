@@ -24,6 +24,7 @@ from django.utils.timezone import now as timezone_now
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from channels.registry import adapter_for
 from sequences.models import (
     Channel,
     Enrollment,
@@ -31,6 +32,7 @@ from sequences.models import (
     Sequence,
     SequenceStatus,
     Step,
+    StepMode,
     Touch,
     TouchState,
     TriggerType,
@@ -299,6 +301,8 @@ def step_timeline(plan: SequencePlan) -> list[dict[str, Any]]:
                 "step": step,
                 "when": when,
                 "channel": step.get_channel_display(),
+                # Its touches would be skipped `not_configured`: the marketer sees it before enabling.
+                "not_configured": step.mode == StepMode.AUTO and adapter_for(step.channel) is None,
                 "mode": step.get_mode_display(),
                 "content": step_content_label(step),
                 "condition": _compact(step.condition) if step.condition else "",

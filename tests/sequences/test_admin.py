@@ -129,6 +129,23 @@ def test_change_page_shows_the_timeline_and_live_figures(logged_in):
     assert 'name="steps-2-text"' in page  # the steps are edited inline
 
 
+def test_the_timeline_flags_a_step_on_a_channel_not_configured(logged_in, settings):
+    from channels.registry import adapters_reset
+
+    settings.NURTURE_CHANNEL_ADAPTERS = {"console": "channels.adapters.console.ConsoleAdapter"}
+    adapters_reset()
+    seq = sequence_save(
+        data={"name": "短信", "status": "paused"},
+        steps=[{"day": 0, "text": "控制台"}, {"day": 1, "channel": "sms", "text": "短信"}],
+    )
+    page = logged_in.get(f"/admin/sequences/sequence/{seq.pk}/change/", **EN).content.decode()
+    timeline = page[page.index('class="nurture-timeline"') :][:4000]
+    assert timeline.count("not configured: its touches are skipped") == 1
+    flagged = timeline[: timeline.index("not configured")]
+    assert "SMS" in flagged[flagged.rindex("Day ") :]
+    adapters_reset()
+
+
 def test_add_a_sequence_with_steps_through_sequence_save(logged_in):
     response = logged_in.post(
         "/admin/sequences/sequence/add/",
