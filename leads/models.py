@@ -53,7 +53,9 @@ class Lead(models.Model):
         _("last official-account interaction"), null=True, blank=True
     )
     # The WeCom staff member (UserID) who has this customer as a contact and follows it up.
-    wecom_follow_user = models.CharField(_("WeCom follow-up member"), max_length=64, blank=True, default="")
+    wecom_follow_user = models.CharField(
+        _("WeCom follow-up member"), max_length=64, blank=True, default="", db_default=""
+    )
     source = models.CharField(_("source"), max_length=64, blank=True, default="")
     stage = models.CharField(_("stage"), max_length=16, choices=Stage.choices, default=Stage.RL)
     bant_budget = models.BooleanField(_("BANT: budget"), default=False)
