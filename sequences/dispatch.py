@@ -50,16 +50,29 @@ def _cap_for(plan: SequencePlan, channel: str) -> int:
     return int(defaults.get(channel, defaults.get("*", 1)))
 
 
+# Events that opt a lead back in to one channel: following the official account again, or a
+# `subscribed` event naming the channel (a form's consent box, the CRM).
+OPT_IN_EVENTS = {"wechat_subscribed": "wechat_oa"}
+
+
 def _opted_out(lead_ids: list[int]) -> dict[int, set[str]]:
-    """Channels each lead unsubscribed from (`unsubscribed` events with a `channel` property)."""
+    """Channels each lead unsubscribed from (`unsubscribed` events with a `channel` property) and did
+    not opt in to again later."""
+    latest: dict[tuple[int, str], tuple[datetime, bool]] = {}
+    rows = Event.objects.filter(
+        lead_id__in=lead_ids, type__in=["unsubscribed", "subscribed", *OPT_IN_EVENTS]
+    ).values_list("lead_id", "type", "properties", "occurred_at")
+    for lead_id, kind, props, at in rows:
+        channel = OPT_IN_EVENTS.get(kind) or (props or {}).get("channel")
+        if not channel:
+            continue
+        key = (lead_id, str(channel))
+        if key not in latest or at >= latest[key][0]:
+            latest[key] = (at, kind == "unsubscribed")
     result: dict[int, set[str]] = defaultdict(set)
-    rows = Event.objects.filter(lead_id__in=lead_ids, type="unsubscribed").values_list(
-        "lead_id", "properties"
-    )
-    for lead_id, props in rows:
-        channel = (props or {}).get("channel")
-        if channel:
-            result[lead_id].add(str(channel))
+    for (lead_id, channel), (_, out) in latest.items():
+        if out:
+            result[lead_id].add(channel)
     return result
 
 

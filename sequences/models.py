@@ -234,6 +234,10 @@ class Touch(models.Model):
             models.Index(fields=["lead", "channel", "due_at"], name="touch_lead_channel_due"),
             models.Index(fields=["enrollment", "state"], name="touch_enrollment_state"),
             models.Index(fields=["sequence", "state"], name="touch_sequence_state"),
+            # Receipts and bounces find their touch by the provider's reference (SMS ids, message ids).
+            models.Index(
+                fields=["provider_ref"], name="touch_provider_ref", condition=~models.Q(provider_ref="")
+            ),
         ]
 
     def __str__(self) -> str:

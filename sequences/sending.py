@@ -98,7 +98,14 @@ def touches_reconcile(*, now: datetime) -> dict[str, int]:
                     result = adapter.reconcile(
                         _message(touch, touch.lead, touch.rendered, ""), touch.provider_ref
                     )
-                except (RetryableError, PermanentError):
+                except RetryableError:
+                    if not adapter.honours_idempotency_key:
+                        # The provider could not say, and it would deliver a second send: ask again
+                        # after another lease rather than risk it.
+                        Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(claimed_at=now)
+                        counts["unknown"] = counts.get("unknown", 0) + 1
+                        continue
+                except PermanentError:
                     result = None
             if result is not None:
                 _record(touch, result.status, result.provider_ref, now)
@@ -159,7 +166,9 @@ def batches(ids: list[int], size: int) -> Iterable[list[int]]:
 # --- Sending.
 
 
-def _message(touch: Touch, lead: Lead, text: str, link: str, *, zone: str = "") -> OutgoingMessage:
+def _message(
+    touch: Touch, lead: Lead, text: str, link: str, *, zone: str = "", title: str = ""
+) -> OutgoingMessage:
     return OutgoingMessage(
         touch_id=touch.pk,
         idempotency_key=touch.idempotency_key,
@@ -179,6 +188,7 @@ def _message(touch: Touch, lead: Lead, text: str, link: str, *, zone: str = "") 
         },
         text=text,
         link=link,
+        content_title=title,
         owner_id=lead.owner_id,
         step_id=touch.step_id,
         sequence_id=touch.sequence_id,
@@ -188,7 +198,13 @@ def _message(touch: Touch, lead: Lead, text: str, link: str, *, zone: str = "") 
 
 
 def _record(
-    touch: Touch, status: str, provider_ref: str, now: datetime, *, rendered: str | None = None
+    touch: Touch,
+    status: str,
+    provider_ref: str,
+    now: datetime,
+    *,
+    rendered: str | None = None,
+    error: str = "",
 ) -> bool:
     state = {
         SendStatus.SENT: TouchState.SENT,
@@ -201,7 +217,7 @@ def _record(
     if state is None:  # skipped by the platform's policy
         fields.update(state=TouchState.SKIPPED, skip_reason="policy")
     else:
-        fields.update(state=state, sent_at=now, error="")
+        fields.update(state=state, sent_at=now, error=error)
     return bool(Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(**fields))
 
 
@@ -288,7 +304,8 @@ class _Batch:
             self.counts["failed"] += 1
             return None
         zone = self.zones.get(touch.sequence_id) or settings.TIME_ZONE
-        return _message(touch, lead, text, link, zone=zone)
+        title = getattr(self.assets.get(touch.content_id), "title", "")
+        return _message(touch, lead, text, link, zone=zone, title=title)
 
     def else_channel(self, touch: Touch) -> str:
         step = self.steps.get(touch.step_id)
@@ -323,10 +340,12 @@ class _Batch:
         if fallback is not None:
             moved = replace_channel(message, else_channel)
             if fallback.policy_check(moved, self.now).allowed:
+                note = f"fallback from {touch.channel}: {verdict.reason}"[:2000]
                 Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(
-                    channel=else_channel, error=f"fallback from {touch.channel}: {verdict.reason}"[:2000]
+                    channel=else_channel, error=note
                 )
                 touch.channel = else_channel
+                touch.error = note  # kept when the fallback's result is recorded
                 return self.send_one(fallback, touch, moved)
         Touch.objects.filter(pk=touch.pk, state=TouchState.SENDING).update(
             state=TouchState.SKIPPED, skip_reason=f"policy:{verdict.reason}"[:64], rendered=message.text
@@ -350,10 +369,11 @@ class _Batch:
         self.breakers.success(touch.channel)
         if outcome.status == SendStatus.SKIPPED_POLICY:
             return self.refused(touch, message, PolicyVerdict(False, outcome.reason or "policy"))
-        if adapter.honours_idempotency_key and outcome.status in _SENT_STATES:
+        note = touch.error if touch.error.startswith("fallback from") else ""
+        if adapter.honours_idempotency_key and outcome.status in _SENT_STATES and not note:
             self.results.add(touch.pk, _SENT_STATES[outcome.status], outcome.provider_ref, message.text)
         else:
-            _record(touch, outcome.status, outcome.provider_ref, self.now, rendered=message.text)
+            _record(touch, outcome.status, outcome.provider_ref, self.now, rendered=message.text, error=note)
         return outcome.status
 
     # Many at once.

@@ -275,6 +275,30 @@ def test_a_touch_for_an_opted_out_channel_is_skipped_and_the_sequence_goes_on():
     assert states(lead) == [(0, "skipped", "opted_out:sms"), (1, "sent", "")]
 
 
+def test_opting_in_again_after_an_unsubscribe_lifts_the_channel_opt_out():
+    seq = make(
+        [
+            {"day": 0, "send_time": None, "channel": "sms"},
+            {"day": 0, "send_time": None, "channel": "wecom"},
+            {"day": 1, "send_time": None, "channel": "sms"},
+        ]
+    )
+    lead = LeadFactory()
+    event(lead, "unsubscribed", T0 - timedelta(days=3), channel="sms")
+    event(lead, "subscribed", T0 - timedelta(days=2), channel="sms")  # e.g. ticked the box again
+    event(lead, "unsubscribed", T0 - timedelta(days=1), channel="wecom")
+    sequence_enroll(sequence=seq, lead_ids=[lead.pk], anchor_at=T0, now=T0)
+    tick(T0)
+    tick(T0 + timedelta(minutes=1))
+    event(lead, "unsubscribed", T0 + timedelta(hours=1), channel="sms")  # and out again
+    tick(T0 + timedelta(days=1, minutes=1))
+    assert states(lead) == [
+        (0, "sent", ""),
+        (1, "skipped", "opted_out:wecom"),
+        (2, "skipped", "opted_out:sms"),
+    ]
+
+
 def test_a_channel_without_settings_skips_not_configured(settings):
     settings.NURTURE_CHANNEL_ADAPTERS = {"console": "tests.sequences.recording.RecordingAdapter"}
     from channels.registry import adapters_reset

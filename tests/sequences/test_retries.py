@@ -88,6 +88,7 @@ def test_a_refusing_policy_falls_back_to_the_steps_else_channel_or_skips(setting
     tick(T0)
     touch = Touch.objects.get(lead=lead)
     assert (touch.state, touch.channel) == ("sent", "console")
+    assert touch.error == "fallback from sms: outside_48h_window"  # why it went by the fallback, kept
     assert list(recording_calls()) == [touch.idempotency_key]
     other = one_touch(settings, "tests.sequences.flaky.OutsideWindowAdapter")
     tick(T0 + timedelta(minutes=1))
