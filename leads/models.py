@@ -365,6 +365,9 @@ class DirtyLead(models.Model):
 
     lead = models.OneToOneField(Lead, on_delete=models.CASCADE, primary_key=True, related_name="+")
     marked_at = models.DateTimeField(_("marked at"))
+    # Marked by new events (or a merge that brought events): its score ledger must be rebuilt; an
+    # attribute or tag change alone only rescores it.
+    events = models.BooleanField(_("new events"), default=False, db_default=False)
 
     class Meta:
         verbose_name = _("lead awaiting evaluation")

@@ -95,8 +95,9 @@ def _pool_member_q(slug: str, now: datetime) -> Q:
 rule_register_pool_compiler(_pool_member_q)
 
 # Other apps' work on dirty leads (scoring) runs first in each claimed batch, in the same transaction,
-# so the pools read fresh scores. A handler gets the ids and `now` and returns counts for the report.
-DirtyHandler = Callable[[list[int], datetime], dict[str, int]]
+# so the pools read fresh scores. A handler gets the ids, `now` and (`events=`) those of them marked by
+# new events, and returns counts for the report.
+DirtyHandler = Callable[..., dict[str, int]]
 _DIRTY_HANDLERS: list[DirtyHandler] = []
 
 
@@ -180,20 +181,23 @@ def pool_target(*, pool: Pool, now: datetime, family: Sequence[Pool] = ()) -> Q:
 # --- Dirty leads: the queue of the incremental evaluation.
 
 
-def leads_mark_dirty(*, lead_ids: Iterable[int], now: datetime | None = None) -> int:
-    """Queue leads for the next incremental evaluation (one statement; already queued ones stay)."""
+def leads_mark_dirty(*, lead_ids: Iterable[int], now: datetime | None = None, events: bool = False) -> int:
+    """Queue leads for the next incremental evaluation (one statement; already queued ones stay).
+    `events`: they have new events, so their score ledger is rebuilt too."""
     ids = sorted({int(i) for i in lead_ids if i is not None})
     if not ids:
         return 0
     at = connection.ops.adapt_datetimefield_value(now or timezone_now())
     table = DirtyLead._meta.db_table
+    conflict = f"DO UPDATE SET events = true WHERE NOT {table}.events" if events else "DO NOTHING"
     with connection.cursor() as cursor:
         for start in range(0, len(ids), 5000):
             chunk = ids[start : start + 5000]
-            values = ", ".join(["(%s, %s)"] * len(chunk))
-            params = [value for lead_id in chunk for value in (lead_id, at)]
+            values = ", ".join(["(%s, %s, %s)"] * len(chunk))
+            params = [value for lead_id in chunk for value in (lead_id, at, events)]
             cursor.execute(
-                f"INSERT INTO {table} (lead_id, marked_at) VALUES {values} ON CONFLICT (lead_id) DO NOTHING",
+                f"INSERT INTO {table} (lead_id, marked_at, events) VALUES {values} "
+                f"ON CONFLICT (lead_id) {conflict}",
                 params,
             )
     return len(ids)
@@ -211,22 +215,24 @@ def leads_mark_dirty_where(*, leads: QuerySet[Lead], now: datetime | None = None
         )
 
 
-def _claim_dirty(limit: int) -> list[int]:
-    """Take up to `limit` dirty leads off the queue, skipping those another tick holds."""
+def _claim_dirty(limit: int) -> tuple[list[int], list[int]]:
+    """Take up to `limit` dirty leads off the queue, skipping those another tick holds. Returns their
+    ids and, among them, those marked by new events."""
     table = DirtyLead._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"DELETE FROM {table} WHERE lead_id IN (SELECT lead_id FROM {table} ORDER BY lead_id "
-                f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING lead_id",
+                f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING lead_id, events",
                 [limit],
             )
-            return sorted(row[0] for row in cursor.fetchall())
-        cursor.execute(f"SELECT lead_id FROM {table} ORDER BY lead_id LIMIT %s", [limit])
-        ids = [row[0] for row in cursor.fetchall()]
-        if ids:
-            DirtyLead.objects.filter(lead_id__in=ids).delete()
-        return ids
+            rows = sorted(cursor.fetchall())
+        else:
+            cursor.execute(f"SELECT lead_id, events FROM {table} ORDER BY lead_id LIMIT %s", [limit])
+            rows = [(lead_id, bool(events)) for lead_id, events in cursor.fetchall()]
+            if rows:
+                DirtyLead.objects.filter(lead_id__in=[lead_id for lead_id, _ in rows]).delete()
+    return [lead_id for lead_id, _ in rows], [lead_id for lead_id, events in rows if events]
 
 
 # --- Evaluation.
@@ -536,12 +542,12 @@ def pools_evaluate_dirty(*, now: datetime, limit: int = DIRTY_BATCH) -> dict[str
         # Claim and evaluate in one transaction: a crash puts the leads back on the queue. The pools go
         # in order, so an earlier tier's membership is current when a later one reads it.
         with transaction.atomic():
-            ids = _claim_dirty(limit)
+            ids, with_events = _claim_dirty(limit)
             if not ids:
                 break
             _batch_settings()
             for handler in _DIRTY_HANDLERS:
-                for key, value in handler(ids, now).items():
+                for key, value in handler(ids, now, events=with_events).items():
                     totals[key] = totals.get(key, 0) + value
             # Compiled after the claim: a tag created with a change that made a lead dirty is known.
             with _ids_known(pools):

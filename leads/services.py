@@ -486,7 +486,7 @@ def lead_merge(
             at=now,
         )
         merged.delete()
-        leads_mark_dirty(lead_ids=[survivor.pk], now=now)
+        leads_mark_dirty(lead_ids=[survivor.pk], now=now, events=True)  # the merged lead's events came
     return survivor
 
 
@@ -785,7 +785,7 @@ def _leads_note_events(events: list[Event]) -> None:
         if event.type == "unsubscribed" and not (event.properties or {}).get("channel"):
             optout.add(lead_id)
     _lead_times_forward(last_event=last, last_inbound=inbound)
-    leads_mark_dirty(lead_ids=last.keys())
+    leads_mark_dirty(lead_ids=last.keys(), events=True)
     if optout:
         Lead.objects.filter(pk__in=optout, do_not_contact=False).update(
             do_not_contact=True, updated_at=timezone_now()

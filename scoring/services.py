@@ -463,15 +463,21 @@ def _record(
     )
 
 
-def scores_update_dirty(lead_ids: list[int], now: datetime) -> dict[str, int]:
-    """Rebuild the ledger and the scores of the leads marked dirty (called by the pools' incremental
-    evaluation, in the transaction that claimed them, before the pools read the scores)."""
+def scores_update_dirty(
+    lead_ids: list[int], now: datetime, *, events: list[int] | None = None
+) -> dict[str, int]:
+    """Rescore the leads marked dirty (called by the pools' incremental evaluation, in the transaction
+    that claimed them, before the pools read the scores). The ledger is rebuilt only for `events`, the
+    leads with new events (None: all of them); the others' entries cannot have changed."""
     if not lead_ids:
         return {}
     started_at, started = timezone_now(), time.monotonic()
     scope = Scope(ids=lead_ids)
-    rules = list(ScoringRule.objects.filter(kind=ScoringRule.Kind.BEHAVIOUR, active=True).order_by("pk"))
-    outcome = ScoreOutcome(entries=_ledger_rebuild(scope=scope, rules=rules))
+    outcome = ScoreOutcome()
+    rebuild = lead_ids if events is None else events
+    if rebuild:
+        rules = list(ScoringRule.objects.filter(kind=ScoringRule.Kind.BEHAVIOUR, active=True).order_by("pk"))
+        outcome.entries = _ledger_rebuild(scope=Scope(ids=rebuild), rules=rules)
     outcome.add(_scores_write(scope=scope, now=now, mark_dirty=False))
     if outcome.changed:
         _record(

@@ -269,6 +269,27 @@ def test_dirty_leads_are_rescored_in_the_tick_before_the_pools_read_the_score():
     assert Lead.objects.get(pk=other.pk).score == 0
 
 
+def test_a_tag_change_rescores_without_rebuilding_the_ledger_but_an_event_rebuilds_it():
+    _behaviour("开始试用", "trial_started", 30)
+    _fit("制造", 10, {"tag": "industry:制造"})
+    lead = LeadFactory()
+    _events(lead, ("trial_started", NOW - timedelta(hours=1), {}))
+    tick(now=NOW)
+    assert _score(lead).score == 30
+    entry = ScoreEntry.objects.get(lead=lead)
+    lead_tags_change(lead=lead, add=["industry:制造"], now=NOW)  # an attribute: the fit moves
+    assert list(DirtyLead.objects.values_list("events", flat=True)) == [False]
+    tick(now=NOW + timedelta(minutes=1))
+    assert _score(lead).score == 40
+    assert ScoreEntry.objects.get(lead=lead).pk == entry.pk
+    _events(lead, ("trial_started", NOW + timedelta(minutes=1), {}))  # a new event: its entry is written
+    lead_tags_change(lead=lead, add=["industry:制造"], now=NOW)  # a later attribute mark keeps `events`
+    assert list(DirtyLead.objects.values_list("events", flat=True)) == [True]
+    tick(now=NOW + timedelta(minutes=2))
+    assert ScoreEntry.objects.filter(lead=lead).count() == 2
+    assert _score(lead).score == 70
+
+
 def test_a_full_recomputation_marks_changed_leads_dirty_for_pools_that_read_the_score():
     _behaviour("参加直播", "webinar_attended", 40, half_life_days=2)
     pool = Pool.objects.create(slug="engaged", name="engaged", rule={"score_gte": 30})
