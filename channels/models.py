@@ -125,12 +125,19 @@ class MomentTask(models.Model):
 
     class State(models.TextChoices):
         TAGGING = "tagging", _("Tagging the leads")
+        POSTING = "posting", _("Posting")  # add_moment_task called, its answer not recorded yet
         POSTED = "posted", _("Posted (task created)")
         PUBLISHED = "published", _("Published by staff")
         FAILED = "failed", _("Failed")
 
     step_id = models.BigIntegerField(_("step"))
     local_date = models.DateField(_("local date"))
+    # A later batch of the same step and date, after the first moment was posted, is a new part.
+    part = models.PositiveSmallIntegerField(_("part"), default=1)
+    # The touches this moment is for, and those whose lead has been given the tag (resume after a crash).
+    touch_ids = models.JSONField(_("touches"), default=list, blank=True)
+    marked_ids = models.JSONField(_("touches tagged"), default=list, blank=True)
+    senders = models.JSONField(_("staff UserIDs"), default=list, blank=True)
     tag_name = models.CharField(_("corp tag"), max_length=64)
     tag_id = models.CharField(_("corp tag id"), max_length=64, blank=True, default="")
     jobid = models.CharField(_("job id"), max_length=128, blank=True, default="")
@@ -145,7 +152,7 @@ class MomentTask(models.Model):
         verbose_name_plural = _("WeCom moments")
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["step_id", "local_date"], name="moment_step_date"),
+            models.UniqueConstraint(fields=["step_id", "local_date", "part"], name="moment_step_date_part"),
         ]
 
     def __str__(self) -> str:
