@@ -232,8 +232,35 @@ def _advance_batch(*, now: datetime, limit: int) -> dict[str, int]:
             _move_after(e, plan, step, now)
         # ignore_conflicts: a key made by an earlier run that died before updating the enrollment.
         Touch.objects.bulk_create(touches, ignore_conflicts=True)
+        _call_tasks_open([t for t in touches if t.state == TouchState.TASK_OPEN and t.channel == "call"])
         _enrollments_move([i.enrollment for i in items] + finished)
     return counts
+
+
+def _call_tasks_open(touches: list[Touch]) -> None:
+    """A staff task on the `call` channel is a call task too: the SDR's list of calls shows it, and
+    logging the call closes the touch's task (one query and one insert for the batch)."""
+    if not touches:
+        return
+    from channels.calls import call_tasks_for_touches
+
+    texts = {t.idempotency_key: t.step_id for t in touches}
+    steps = dict(Step.objects.filter(pk__in=set(texts.values())).values_list("pk", "text"))
+    rows = Touch.objects.filter(idempotency_key__in=list(texts), state=TouchState.TASK_OPEN).values(
+        "pk", "lead_id", "assignee_id", "due_at", "step_id"
+    )
+    call_tasks_for_touches(
+        items=[
+            {
+                "touch_id": row["pk"],
+                "lead_id": row["lead_id"],
+                "assignee_id": row["assignee_id"],
+                "script": steps.get(row["step_id"], ""),
+                "due_at": row["due_at"],
+            }
+            for row in rows
+        ]
+    )
 
 
 def _enrollments_move(enrollments: list[Enrollment]) -> None:

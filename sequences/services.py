@@ -482,11 +482,17 @@ def _assign_hot(lead_ids: list[int], now: datetime) -> int:
 def task_done(*, touch: Touch, by: Any = None, now: datetime | None = None) -> bool:
     """Close an open staff task (the message was sent by hand, the call made)."""
     now = now or timezone_now()
-    return bool(
-        Touch.objects.filter(pk=touch.pk, state=TouchState.TASK_OPEN).update(
-            state=TouchState.TASK_DONE, done_at=now, sent_at=now
+    with transaction.atomic():
+        done = bool(
+            Touch.objects.filter(pk=touch.pk, state=TouchState.TASK_OPEN).update(
+                state=TouchState.TASK_DONE, done_at=now, sent_at=now
+            )
         )
-    )
+        if done and touch.channel == "call":
+            from channels.calls import call_tasks_close_for_touch
+
+            call_tasks_close_for_touch(touch_id=touch.pk, now=now)
+    return done
 
 
 def task_snooze(*, touch: Touch, until: datetime) -> bool:
