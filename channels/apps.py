@@ -7,3 +7,8 @@ class ChannelsConfig(AppConfig):
     name = "channels"
     label = "nurture_channels"
     verbose_name = _("Channels")
+
+    def ready(self) -> None:
+        # The receiver of django-anymail's tracking signal (bounces) lives there: connect it at startup,
+        # not only when the URLconf happens to import the module.
+        from channels import email  # noqa: F401

@@ -32,6 +32,9 @@ class TickReport:
 
 def _steps() -> list[tuple[str, TickStep]]:
     # In order: what later steps read comes first. Scoring, sequences, channels and SLA add theirs.
+    from channels.autotags import autotags_tick
+    from channels.inbound import inbound_process_pending
+    from channels.webhooks import webhooks_tick
     from leads.pools import pools_tick
     from scoring.services import scores_tick
     from sequences.engine import sequences_tick
@@ -39,9 +42,12 @@ def _steps() -> list[tuple[str, TickStep]]:
     # The leads marked dirty are rescored inside pools_tick (before the pools read the scores); the
     # scores step is the nightly or after-a-change recomputation of everyone.
     return [
+        ("inbound", inbound_process_pending),  # lost callback tasks: their events feed everything below
+        ("autotags", autotags_tick),  # reads the dirty leads before the pools take them
         ("pools", pools_tick),
         ("scores", scores_tick),
         ("sequences", sequences_tick),
+        ("webhooks", webhooks_tick),
     ]
 
 
@@ -59,7 +65,8 @@ def tick(*, now: datetime | None = None, inline: bool = True) -> TickReport:
     error = ""
     try:
         for name, step in _steps():
-            report.steps[name] = (step(now, inline=inline) if name == "sequences" else step(now)) or {}
+            takes_inline = name in ("sequences", "webhooks")
+            report.steps[name] = (step(now, inline=inline) if takes_inline else step(now)) or {}
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise

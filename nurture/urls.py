@@ -5,6 +5,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from channels.api import CallTaskViewSet, WebhookSubscriptionViewSet
+from channels.email_views import unsubscribe_view
 from content.api import ContentAssetViewSet
 from content.views import asset_file_view, landing_view, link_view
 from leads.api.pools import PoolViewSet
@@ -18,6 +20,8 @@ router.register("pools", PoolViewSet, basename="pool")
 router.register("content", ContentAssetViewSet, basename="content")
 router.register("sequences", SequenceViewSet, basename="sequence")
 router.register("touches", TouchViewSet, basename="touch")
+router.register("webhooks", WebhookSubscriptionViewSet, basename="webhook")
+router.register("call-tasks", CallTaskViewSet, basename="call-task")
 
 api_v1 = [
     *router.urls,
@@ -30,6 +34,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("c/<str:token>/", link_view, name="content-link"),
+    path("u/<str:token>/", unsubscribe_view, name="unsubscribe"),  # one-click unsubscribe (RFC 8058)
     path("p/<slug:slug>/", landing_view, name="content-landing"),
     path("p/<slug:slug>/file/", asset_file_view, name="content-file"),
     path("api/v1/", include(api_v1)),
