@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
@@ -33,7 +33,7 @@ from django.utils.translation import gettext
 from channels.models import AutoTagRule
 from leads.models import DirtyLead, Event, Lead, LeadTag, Tag
 from leads.rules import rule_compile
-from leads.tagging import tag_name_normalize, tags_get_or_create
+from leads.tagging import lead_tags_add_where, tag_name_normalize, tags_get_or_create
 
 FULL_EVERY = timedelta(hours=1)
 FULL_BATCH = 100_000
@@ -140,43 +140,8 @@ def autotag_rule_preview(*, rule: AutoTagRule, now: datetime) -> AutoTagPreview:
 
 
 def _stamp(*, rule: AutoTagRule, tag: Tag, leads: QuerySet[Lead], now: datetime) -> int:
-    """Give the tag to the leads of the queryset that lack it; their `updated_at` moves to `now` and they
-    are marked dirty (the pools and tag rules read tags). Returns how many got it."""
-    select_sql, select_params = leads.values_list("id").query.sql_with_params()
-    leadtag, lead, dirty = LeadTag._meta.db_table, Lead._meta.db_table, DirtyLead._meta.db_table
-    source = autotag_rule_source(rule=rule)
-    # `WHERE 1 = 1` keeps SQLite from reading ON CONFLICT as a join constraint.
-    insert = (
-        f"INSERT INTO {leadtag} (lead_id, tag_id, count, first_at, last_at, source) "
-        f"SELECT m.id, %s, 1, %s, %s, %s FROM ({select_sql}) AS m WHERE 1 = 1 "
-        f"ON CONFLICT (lead_id, tag_id) DO NOTHING"
-    )
-    at = connection.ops.adapt_datetimefield_value(now)
-    params = [tag.pk, at, at, source, *select_params]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"WITH stamped AS ({insert} RETURNING lead_id), "
-                f"touched AS (UPDATE {lead} SET updated_at = %s WHERE id IN (SELECT lead_id FROM stamped)), "
-                f"queued AS (INSERT INTO {dirty} (lead_id, marked_at) SELECT lead_id, %s FROM stamped "
-                f"ON CONFLICT (lead_id) DO NOTHING) SELECT count(*) FROM stamped",
-                [*params, at, at],
-            )
-            return int(cursor.fetchone()[0])
-    with transaction.atomic(), connection.cursor() as cursor:  # SQLite: three statements, one outcome
-        cursor.execute(insert, params)
-        tagged = max(cursor.rowcount, 0)
-        if tagged:
-            stamped = f"SELECT lead_id FROM {leadtag} WHERE tag_id = %s AND source = %s AND first_at = %s"
-            cursor.execute(
-                f"UPDATE {lead} SET updated_at = %s WHERE id IN ({stamped})", [at, tag.pk, source, at]
-            )
-            cursor.execute(
-                f"INSERT INTO {dirty} (lead_id, marked_at) SELECT lead_id, %s FROM ({stamped}) AS s "
-                f"WHERE 1 = 1 ON CONFLICT (lead_id) DO NOTHING",
-                [at, tag.pk, source, at],
-            )
-        return tagged
+    """Give the tag to the leads of the queryset that lack it (moved `updated_at`, marked dirty)."""
+    return lead_tags_add_where(tag=tag, leads=leads, source=autotag_rule_source(rule=rule), now=now)
 
 
 def autotag_rule_apply(

@@ -6,13 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 
 from leads.models import KeywordTagRule, Lead, LeadTag, Tag
-from leads.pools import leads_mark_dirty_where
-from leads.tagging import tag_name_normalize, tags_get_or_create
+from leads.tagging import lead_tags_add_where, tag_name_normalize, tags_get_or_create
 
 
 @dataclass(frozen=True)
@@ -88,38 +87,7 @@ def keyword_rule_apply(*, rule: KeywordTagRule, now: datetime) -> int:
         return 0
     with transaction.atomic():
         tag = tags_get_or_create(names=[tag_name])[tag_name]
-        select_sql, select_params = leads.values_list("id").query.sql_with_params()
-        leadtag = LeadTag._meta.db_table
-        lead = Lead._meta.db_table
-        # `WHERE 1 = 1` keeps SQLite from reading ON CONFLICT as a join constraint.
-        insert = (
-            f"INSERT INTO {leadtag} (lead_id, tag_id, count, first_at, last_at, source) "
-            f"SELECT m.id, %s, 1, %s, %s, %s FROM ({select_sql}) AS m WHERE 1 = 1 "
-            f"ON CONFLICT (lead_id, tag_id) DO NOTHING"
-        )
-        # Adapted as the ORM would (on SQLite a raw aware datetime would be stored with its offset).
-        at = connection.ops.adapt_datetimefield_value(now)
-        params = [tag.pk, at, at, source, *select_params]
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute(
-                    f"WITH stamped AS ({insert} RETURNING lead_id) "
-                    f"UPDATE {lead} SET updated_at = %s WHERE id IN (SELECT lead_id FROM stamped)",
-                    [*params, at],
-                )
-                tagged = cursor.rowcount
-            else:
-                cursor.execute(insert, params)
-                tagged = cursor.rowcount
-                cursor.execute(
-                    f"UPDATE {lead} SET updated_at = %s WHERE id IN "
-                    f"(SELECT lead_id FROM {leadtag} WHERE tag_id = %s AND source = %s AND first_at = %s)",
-                    [at, tag.pk, source, at],
-                )
-        leads_mark_dirty_where(
-            leads=Lead.objects.filter(lead_tags__tag=tag, lead_tags__source=source, lead_tags__first_at=now),
-            now=now,
-        )
+        tagged = lead_tags_add_where(tag=tag, leads=leads, source=source, now=now)
         KeywordTagRule.objects.filter(pk=rule.pk).update(last_applied_at=now, last_applied_count=tagged)
     rule.last_applied_at = now
     rule.last_applied_count = tagged
