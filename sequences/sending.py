@@ -297,6 +297,9 @@ class _Batch:
         lead = self.leads[touch.lead_id]
         step = self.steps.get(touch.step_id)
         link = self.links.get(touch.pk, "")
+        asset = self.assets.get(touch.content_id)
+        if touch.channel == "wecom_moment" and asset is not None:
+            link = _public_url(asset)  # one post for many leads: the content's own page, no lead's link
         try:
             text = _render(step.text if step else "", lead, link, self.assets.get(touch.content_id))
         except Exception as exc:  # a template that broke after it was saved fails this touch alone
@@ -530,6 +533,15 @@ def _assets(ids: set[int]) -> dict[int, Any]:
     from content.models import ContentAsset
 
     return ContentAsset.objects.in_bulk(list(ids))
+
+
+def _public_url(asset: Any) -> str:
+    from content.services import asset_destination
+
+    destination = asset_destination(asset)
+    if destination.startswith("/"):
+        return settings.NURTURE_PUBLIC_URL.rstrip("/") + destination
+    return destination
 
 
 def _render(text: str, lead: Lead, link: str, asset: Any) -> str:

@@ -3,6 +3,7 @@ is named by its path, as the rule language names a bad node."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence as Seq
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -123,8 +124,23 @@ def sequence_check(*, data: dict[str, Any], steps: Seq[dict[str, Any]]) -> None:
                 template_check(text)
             except TemplateRefused as exc:
                 errors[f"{path}.text"] = str(exc)
+        if step.get("channel") == Channel.WECOM_MOMENT:
+            # One moment is seen by every lead due that day: nothing in it may be one lead's.
+            if _PER_LEAD.search(text):
+                errors[f"{path}.text"] = (
+                    "a moment is one post for many leads: no {{ lead.… }} or {{ link }} in it "
+                    "(the content's page is attached)"
+                )
+            if step.get("recommended") or step.get("content") == "recommended":
+                errors[f"{path}.content"] = (
+                    "a moment cannot carry each lead's recommended content: pick an asset"
+                )
     if errors:
         raise SequenceError(errors)
+
+
+# A variable or tag of a template that names a lead's field or its tracked link.
+_PER_LEAD = re.compile(r"\{[{%][^}]*\b(?:lead\b|link\b)")
 
 
 def _wait_rule(wait: dict[str, Any]) -> dict[str, Any]:

@@ -313,3 +313,55 @@ def test_the_admin_lists_moments_read_only(fake_wecom, client):
     assert page.status_code == 200
     assert 'name="tag_name"' not in page.content.decode()  # nothing to edit
     assert client.get("/admin/nurture_channels/momenttask/add/").status_code == 403
+
+
+def test_a_moment_links_the_contents_own_page_not_one_leads_tracked_link(fake_wecom, settings):
+    from content.models import ContentAsset
+
+    settings.NURTURE_PUBLIC_URL = "https://nurture.example.com"
+    asset = ContentAsset.objects.create(
+        slug="spring-launch",
+        title="春季新品发布会回顾",
+        form="article",
+        awareness="solution_aware",
+        funnel="mofu",
+    )
+    leads = [LeadFactory(wecom_external_userid=f"wmL{i}", wecom_follow_user="lisi") for i in range(2)]
+    fake_wecom.befriend("lisi", *(lead.wecom_external_userid for lead in leads))
+    seq = sequence_save(
+        data={"name": "朋友圈内容", "status": "active", "quiet_hours": None},
+        steps=[
+            {
+                "day": 0,
+                "send_time": None,
+                "channel": "wecom_moment",
+                "text": "《{{ asset.title }}》",
+                "content_id": asset.pk,
+            }
+        ],
+    )
+    sequence_enroll(sequence=seq, lead_ids=[lead.pk for lead in leads], anchor_at=T0, now=T0)
+    tick(T0)
+    (post,) = fake_wecom.calls(ADD)
+    assert post.json["text"]["content"] == "《春季新品发布会回顾》"
+    (attachment,) = post.json["attachments"]
+    assert attachment["link"]["url"] == "https://nurture.example.com/p/spring-launch/"
+
+
+@pytest.mark.parametrize(
+    ("step", "field"),
+    [
+        ({"text": "{{ lead.name }}，新品发布会回顾"}, "steps[0].text"),
+        ({"text": "回顾：{{ link }}"}, "steps[0].text"),
+        ({"text": "{% if lead.industry %}同行{% endif %}都在看"}, "steps[0].text"),
+        ({"text": "本周推荐", "recommended": True}, "steps[0].content"),
+    ],
+)
+def test_a_moment_step_with_anything_of_one_lead_is_refused(step, field):
+    from sequences.validation import SequenceError
+
+    with pytest.raises(SequenceError) as refused:
+        sequence_save(
+            data={"name": "朋友圈", "status": "paused"}, steps=[{"day": 0, "channel": "wecom_moment", **step}]
+        )
+    assert field in refused.value.errors
