@@ -17,7 +17,13 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from channels.models import WebhookDelivery, WebhookSubscription
-from channels.webhooks import WEBHOOK_EVENT_TYPES, webhook_outbox_head, webhook_payload, webhooks_retry_now
+from channels.webhooks import (
+    WEBHOOK_EVENT_TYPES,
+    webhook_outbox_head,
+    webhook_payload,
+    webhook_url_refusal,
+    webhooks_retry_now,
+)
 
 
 def _masked(secret: str) -> str:
@@ -51,6 +57,8 @@ class WebhookSubscriptionForm(forms.ModelForm):
         url = self.cleaned_data["url"]
         if not url.lower().startswith(("http://", "https://")):
             raise forms.ValidationError(gettext("Must be an http or https URL."))
+        if refusal := webhook_url_refusal(url, resolve=False):
+            raise forms.ValidationError(gettext("Must be a public address (%(why)s).") % {"why": refusal})
         return url
 
 

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 
 from channels.calls import CallLogError, call_log
 from channels.models import CallTask, WebhookSubscription
-from channels.webhooks import WEBHOOK_EVENT_TYPES, webhook_subscription_create
+from channels.webhooks import WEBHOOK_EVENT_TYPES, webhook_subscription_create, webhook_url_refusal
 from leads.api.pagination import KeysetPagination
 
 MAX_ID = 2**63 - 1
@@ -54,6 +54,8 @@ class WebhookSubscriptionSerializer(serializers.ModelSerializer):
     def validate_url(self, value: str) -> str:
         if not value.lower().startswith(("http://", "https://")):
             raise ValidationError("must be an http or https URL")
+        if refusal := webhook_url_refusal(value, resolve=False):
+            raise ValidationError(f"must be a public address ({refusal})")
         return value
 
     def validate_secret(self, value: str) -> str:

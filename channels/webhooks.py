@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -229,7 +232,38 @@ def _request(delivery: WebhookDelivery, now: datetime) -> _Send:
     )
 
 
+def webhook_url_refusal(url: str, *, resolve: bool) -> str:
+    """Why `url` may not receive webhooks, or "" when it may. A subscriber (anyone with the write scope)
+    must not make the server POST into its own network: loopback, private, link-local and reserved
+    addresses are refused unless NURTURE_WEBHOOK_ALLOW_PRIVATE. A literal address or `localhost` is
+    refused when saved; a host name is resolved before each delivery (`resolve`), when it is used."""
+    if settings.NURTURE_WEBHOOK_ALLOW_PRIVATE:
+        return ""
+    host = (urlsplit(url).hostname or "").strip("[]").lower()
+    if not host:
+        return "the URL has no host"
+    if host == "localhost" or host.endswith(".localhost"):
+        return "a local address"
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        if not resolve:
+            return ""
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return ""  # cannot be resolved: the POST fails on its own and is retried
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    for address in addresses:
+        if not address.is_global or address.is_multicast:
+            return f"{address} is not a public address"
+    return ""
+
+
 def _post(client: httpx.Client, send: _Send) -> _Answer:
+    refusal = webhook_url_refusal(send.url, resolve=True)
+    if refusal:
+        return _Answer(status=None, error=f"refused: {refusal}", response="")
     try:
         response = client.post(send.url, content=send.body, headers=send.headers)
     except (httpx.HTTPError, ValueError) as exc:  # ValueError: a URL httpx refuses

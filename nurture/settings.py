@@ -342,6 +342,8 @@ NURTURE_WEBHOOK_LEASE_MINUTES = env_int("NURTURE_WEBHOOK_LEASE_MINUTES", 5)
 # Retries with backoff stop this long after the first attempt: the delivery is `failed` (given up).
 NURTURE_WEBHOOK_GIVE_UP_HOURS = env_int("NURTURE_WEBHOOK_GIVE_UP_HOURS", 24)
 # The `webhook` step channel: where its touches are POSTed, and the secret that signs them (both needed).
+# Webhook subscriptions may point at loopback/private addresses (only where every writer is trusted).
+NURTURE_WEBHOOK_ALLOW_PRIVATE = env_bool("NURTURE_WEBHOOK_ALLOW_PRIVATE", False)
 NURTURE_WEBHOOK_CHANNEL_URL = env_str("NURTURE_WEBHOOK_CHANNEL_URL")
 NURTURE_WEBHOOK_CHANNEL_SECRET = env_str("NURTURE_WEBHOOK_CHANNEL_SECRET")
 

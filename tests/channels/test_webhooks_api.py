@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from django.utils.timezone import now as timezone_now
 
 from channels.models import CallTask, WebhookSubscription
@@ -175,3 +176,55 @@ def test_a_call_back_needs_a_time_and_opens_the_next_task(api):
         api.post(f"/api/v1/call-tasks/{task.pk}/log/", {"outcome": "maybe"}, format="json").status_code == 400
     )
     assert timedelta(0) <= timezone_now() - CallTask.objects.get(pk=task.pk).done_at < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.1.20/hook",
+        "http://169.254.169.254/latest/meta-data/",  # a cloud's metadata service
+        "http://[::1]/hook",
+    ],
+)
+def test_a_subscription_may_not_point_into_the_servers_own_network(api, settings, url):
+    settings.NURTURE_WEBHOOK_ALLOW_PRIVATE = False
+    response = subscribe(api, url=url)
+    assert response.status_code == 400 and "url" in response.json(), response.content
+    assert not WebhookSubscription.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the fan-out waits for older open transactions, as the test's
+def test_a_host_that_resolves_into_the_private_network_gets_nothing_at_delivery(settings):
+    import ipaddress
+    import socket
+
+    from channels.models import WebhookDelivery
+    from channels.webhooks import webhook_subscription_create, webhooks_tick
+    from tests.fakeserver import FakeProvider
+
+    host = socket.gethostname()  # this machine's own name: it resolves to a loopback or private address
+    try:
+        address = ipaddress.ip_address(socket.getaddrinfo(host, None)[0][4][0])
+    except OSError:
+        pytest.skip("this machine's name does not resolve")
+    assert not address.is_global
+    with FakeProvider() as fake:
+        fake.route("POST", "/hook", lambda request: (200, {}))
+        port = fake.url.rsplit(":", 1)[1]
+        # Saved while allowed (or a public name whose DNS later points inside): refused when it is used.
+        subscription = webhook_subscription_create(
+            url=f"http://{host}:{port}/hook", events=["lead.mql"], secret="s" * 32
+        )
+        settings.NURTURE_WEBHOOK_ALLOW_PRIVATE = False
+        lead = LeadFactory()
+        now = timezone_now()
+        outbox_put(type="lead.mql", lead_ids=[lead.pk], occurred_at=now)
+        later = now + timedelta(seconds=5)  # past the fan-out's margin for late commits
+        with time_machine.travel(later, tick=False):
+            webhooks_tick(later)
+        delivery = WebhookDelivery.objects.get(subscription=subscription)
+        assert delivery.state == "pending" and "not a public address" in delivery.last_error
+        assert fake.calls("/hook") == []
