@@ -74,6 +74,7 @@ INBOUND_EVENT_TYPES = frozenset(
         "registered",
         "form_submitted",
         "wecom_added",
+        "wechat_subscribed",
         "message_in",
         "content_viewed",
         "link_clicked",

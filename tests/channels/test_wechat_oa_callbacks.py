@@ -159,6 +159,7 @@ def test_subscribe_through_a_parametric_qr_code_creates_the_lead_with_its_source
     lead = Lead.objects.get(wechat_openid="oUSER1")
     assert lead.source == "expo2027"
     assert lead.wechat_oa_interaction_at == T0
+    assert lead.last_inbound_at == T0  # following the account is a sign of life: silence restarts
     event = Event.objects.get(lead=lead)
     assert (event.type, event.occurred_at, event.source) == ("wechat_subscribed", T0, "wechat_oa")
     assert event.properties == {"channel": "wechat_oa", "scene": "expo2027"}
