@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import shared_task
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import transaction
+from django.db.models import F
 from django.utils.timezone import now as timezone_now
 
 from channels.models import InboundPayload
+from leads.channel_identities import lead_for_openid, lead_oa_interaction_forward
 from leads.models import Lead
-from leads.pools import leads_mark_dirty
 from leads.services import EventInput, event_record_bulk
 
 logger = logging.getLogger(__name__)
@@ -143,8 +143,8 @@ def wechat_oa_act(*, body: dict[str, Any], event_id: str, now: datetime) -> str:
     key = str(body.get("EventKey") or "")
     if event == "subscribe" and key.startswith("qrscene_"):
         scene = key.removeprefix("qrscene_")[:64]
-    lead = wechat_oa_lead_for_openid(openid=openid, source=scene or "wechat_oa", now=now)
-    wechat_oa_interaction_forward(lead_id=lead.pk, at=at)
+    lead = lead_for_openid(openid=openid, source=scene or "wechat_oa", now=now)
+    lead_oa_interaction_forward(lead_id=lead.pk, at=at)
     if event == "subscribe":
         _event(lead, "wechat_subscribed", at, {"channel": "wechat_oa", "scene": scene}, event_id, now)
         return "subscribed"
@@ -173,30 +173,6 @@ def _event(
         ],
         now=now,
     )
-
-
-def wechat_oa_lead_for_openid(*, openid: str, source: str, now: datetime) -> Lead:
-    """The lead with this openid, created if none has it (a follower we did not know yet). The openid
-    is not an API identity (CONTRACT §3), so it is matched here, not through lead_upsert."""
-    lead = Lead.objects.filter(wechat_openid=openid).first()
-    if lead is not None:
-        if source and not lead.source:
-            Lead.objects.filter(pk=lead.pk, source="").update(source=source, updated_at=now)
-        return lead
-    try:
-        with transaction.atomic():
-            lead = Lead.objects.create(wechat_openid=openid, source=source)
-    except IntegrityError:  # another payload of the same follower created it meanwhile
-        return Lead.objects.get(wechat_openid=openid)
-    leads_mark_dirty(lead_ids=[lead.pk], now=now)
-    return lead
-
-
-def wechat_oa_interaction_forward(*, lead_id: int, at: datetime) -> bool:
-    """Move the lead's last official-account interaction (the 48-hour window's start) forward, never
-    back (payloads may arrive out of order)."""
-    newer = Q(wechat_oa_interaction_at__isnull=True) | Q(wechat_oa_interaction_at__lt=at)
-    return bool(Lead.objects.filter(newer, pk=lead_id).update(wechat_oa_interaction_at=at))
 
 
 def wechat_oa_template_receipt(*, openid: str, msgid: str, status: str, now: datetime) -> str:

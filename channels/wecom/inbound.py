@@ -34,8 +34,8 @@ from django.db.models import F
 from django.utils.timezone import now as timezone_now
 
 from channels.models import ContactWay, InboundPayload
+from leads.channel_identities import lead_follow_user_clear, lead_follow_user_set
 from leads.models import Lead
-from leads.pools import leads_mark_dirty
 from leads.services import EventInput, event_record_bulk, lead_tags_change, lead_update, lead_upsert
 
 logger = logging.getLogger(__name__)
@@ -225,15 +225,6 @@ def _lead_link(
     return lead
 
 
-def _follow_user_set(*, lead_id: int, user_id: str, now: datetime, only_if_blank: bool = False) -> None:
-    # leads.services' upsert does not write the follow-up member (it is not a payload field): set here.
-    leads = Lead.objects.filter(pk=lead_id).exclude(wecom_follow_user=user_id)
-    if only_if_blank:
-        leads = leads.filter(wecom_follow_user="")
-    if leads.update(wecom_follow_user=user_id, updated_at=now):
-        leads_mark_dirty(lead_ids=[lead_id], now=now)
-
-
 def _event(
     *,
     payload: InboundPayload,
@@ -280,7 +271,7 @@ def _contact_added(
     if way and way.tags:
         lead_tags_change(lead=lead, add=way.tags, source="wecom", now=now)
     if user_id:
-        _follow_user_set(lead_id=lead.pk, user_id=user_id, now=now)
+        lead_follow_user_set(lead_id=lead.pk, user_id=user_id, now=now)
     properties = {"user_id": user_id, "change_type": payload.kind}
     if state:
         properties["state"] = state
@@ -301,7 +292,7 @@ def _contact_edited(
     user_id = str(body.get("UserID") or "")
     lead = _lead_link(external_userid=external_userid, details=details, properties={}, now=now)
     if user_id:
-        _follow_user_set(lead_id=lead.pk, user_id=user_id, now=now, only_if_blank=True)
+        lead_follow_user_set(lead_id=lead.pk, user_id=user_id, now=now, only_if_blank=True)
     _event(
         payload=payload,
         lead_id=lead.pk,
@@ -332,10 +323,7 @@ def _removed(by: str) -> Handler:
         _event(
             payload=payload, lead_id=lead_id, type="wecom_deleted", properties=properties, body=body, now=now
         )
-        if user_id and Lead.objects.filter(pk=lead_id, wecom_follow_user=user_id).update(
-            wecom_follow_user="", updated_at=now
-        ):
-            leads_mark_dirty(lead_ids=[lead_id], now=now)
+        lead_follow_user_clear(lead_id=lead_id, user_id=user_id, now=now)
         return Outcome(lead_id=lead_id)
 
     return handler
