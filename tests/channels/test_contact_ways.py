@@ -137,11 +137,12 @@ def test_a_refusal_by_wecom_is_shown_and_kept(admin_client, staff):
 @pytest.mark.django_db
 def test_without_wecom_the_code_is_saved_and_shown_not_configured(admin_client, settings):
     settings.WECOM_CORP_ID = settings.WECOM_SECRET = ""
-    answer = admin_client.post(ADD, form(), follow=True)
+    answer = admin_client.post(ADD, form(), follow=True, HTTP_ACCEPT_LANGUAGE="en")
     assert answer.status_code == 200
     assert any("not configured" in str(m) for m in answer.context["messages"])
     assert ContactWay.objects.get().config_id == ""
-    assert "not configured" in admin_client.get(LIST).content.decode()
+    assert "not configured" in admin_client.get(LIST, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "未配置" in admin_client.get(LIST).content.decode()  # and in Chinese by default
 
 
 @pytest.mark.django_db

@@ -194,6 +194,10 @@ def test_two_phase_sends_are_polled_until_the_provider_answers(settings):
     assert len(channel_adapters.CALLS["reconcile"]) == 4 + 4 + 1  # only the one still waiting
 
 
+def health_page(client) -> str:
+    return client.get("/admin/nurture_channels/channelhealth/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+
 def test_the_admin_shows_channels_not_configured_and_paused(settings, admin_client):
     settings.NURTURE_CHANNEL_ADAPTERS = {
         **settings.NURTURE_CHANNEL_ADAPTERS,
@@ -204,7 +208,7 @@ def test_the_admin_shows_channels_not_configured_and_paused(settings, admin_clie
     ChannelHealth.objects.create(
         channel="sms", consecutive_failures=5, paused_until=T0 + timedelta(days=3650), last_error="503"
     )
-    page = admin_client.get("/admin/nurture_channels/channelhealth/").content.decode()
+    page = health_page(admin_client)
     assert "WECOM_CORP_ID" in page and "not configured" in page
     assert "paused until" in page
     sms = ChannelHealth.objects.get(channel="sms")
@@ -212,11 +216,12 @@ def test_the_admin_shows_channels_not_configured_and_paused(settings, admin_clie
         "/admin/nurture_channels/channelhealth/",
         {"action": "resume_now", "_selected_action": [sms.pk]},
         follow=True,
+        HTTP_ACCEPT_LANGUAGE="en",
     )
     assert response.status_code == 200
     sms.refresh_from_db()
     assert sms.consecutive_failures == 0 and sms.paused_until <= T0 + timedelta(days=3650)
-    assert "paused until" not in admin_client.get("/admin/nurture_channels/channelhealth/").content.decode()
+    assert "paused until" not in health_page(admin_client)
 
 
 def test_a_dead_letter_is_listed_and_retried_now(settings, client, admin_user):
