@@ -76,17 +76,22 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return msgid, sender
 
 
-class WecomAdapter(BaseAdapter):
-    channel = "wecom"
+class WecomBaseAdapter(BaseAdapter):
+    """What the WeCom channels share: the corp's settings, batches, and one token bucket per corp."""
+
     required_settings = ("WECOM_CORP_ID", "WECOM_SECRET")
     batch_size = 10_000
     # WeCom allows a corp 10,000 calls a minute and 150,000 an hour of one API (more is 45009): 40 a
-    # second stays under the hourly limit; the bucket is shared with moments (same corp, see rate_key).
+    # second stays under the hourly limit; private messages and moments share the bucket (one corp).
     rate: ClassVar[tuple[float, int] | None] = (40.0, 100)
-    honours_idempotency_key = False
+    honours_idempotency_key = False  # WeCom does not deduplicate: results are written as calls return
 
     def rate_key(self) -> str:
         return f"wecom:{settings.WECOM_CORP_ID}"
+
+
+class WecomAdapter(WecomBaseAdapter):
+    channel = "wecom"
 
     # --- Policy.
 

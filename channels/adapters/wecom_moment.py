@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from datetime import date, timedelta
-from typing import Any, ClassVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -26,7 +26,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from channels.adapters.base import (
-    BaseAdapter,
     BatchOutcome,
     OutgoingMessage,
     PermanentError,
@@ -35,7 +34,7 @@ from channels.adapters.base import (
     SendResult,
     SendStatus,
 )
-from channels.adapters.wecom import link_attachment, wecom_contact
+from channels.adapters.wecom import WecomBaseAdapter, link_attachment, wecom_contact
 from channels.models import MomentTask
 from channels.wecom.client import WecomClient, WecomError, wecom_client
 
@@ -66,16 +65,8 @@ def _task_pk(ref: str) -> int | None:
     return int(pk) if prefix == "moment" and pk.isdigit() else None
 
 
-class WecomMomentAdapter(BaseAdapter):
-    channel = "wecom_moment"
-    required_settings = ("WECOM_CORP_ID", "WECOM_SECRET")
-    batch_size = 10_000
-    # One mark_tag per lead: the same corp quota as private messages (shared bucket, see rate_key).
-    rate: ClassVar[tuple[float, int] | None] = (40.0, 100)
-    honours_idempotency_key = False
-
-    def rate_key(self) -> str:
-        return f"wecom:{settings.WECOM_CORP_ID}"
+class WecomMomentAdapter(WecomBaseAdapter):
+    channel = "wecom_moment"  # one mark_tag per lead: the corp's quota, shared with private messages
 
     def policy_check(self, message: OutgoingMessage, now: Any) -> PolicyVerdict:
         if not all(wecom_contact(message)):
