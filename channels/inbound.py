@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.db import transaction
 
@@ -37,6 +38,21 @@ def _tasks() -> dict[str, Callable[[int], object]]:
         InboundPayload.Source.WECOM: wecom_inbound_process.delay,
         InboundPayload.Source.WECHAT_OA: wechat_oa_payload_process_task.delay,
     }
+
+
+def inbound_payload_store(
+    *, source: str, kind: str, dedupe_key: str, body: dict[str, Any], raw: str, now: datetime
+) -> tuple[InboundPayload, bool]:
+    """Store a verified callback once (a replay or the platform's retry changes nothing) and, when it is
+    new, enqueue its processing for after the commit. Returns the payload and whether it is new."""
+    payload, created = InboundPayload.objects.get_or_create(
+        dedupe_key=dedupe_key[:255],
+        defaults={"source": source, "kind": kind[:64], "received_at": now, "body": body, "raw": raw},
+    )
+    if created:
+        # robust: a broker that is down must not fail the reply; the tick picks the payload up.
+        transaction.on_commit(partial(_tasks()[source], payload.pk), robust=True)
+    return payload, created
 
 
 def inbound_process_pending(now: datetime) -> dict[str, int]:

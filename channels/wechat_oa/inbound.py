@@ -58,14 +58,11 @@ def _kind(body: dict[str, Any]) -> str:
 
 def wechat_oa_payload_receive(*, body: dict[str, Any], raw: str, now: datetime) -> InboundPayload | None:
     """Store a verified payload once; act on it in a task after commit. None: a replay, ignored."""
-    key = wechat_oa_dedupe_key(body)
-    with transaction.atomic():
-        payload, created = InboundPayload.objects.get_or_create(
-            dedupe_key=key[:255],
-            defaults={"source": SOURCE, "kind": _kind(body), "received_at": now, "body": body, "raw": raw},
-        )
-        if created:
-            transaction.on_commit(lambda: wechat_oa_payload_process_task.delay(payload.pk))
+    from channels.inbound import inbound_payload_store
+
+    payload, created = inbound_payload_store(
+        source=SOURCE, kind=_kind(body), dedupe_key=wechat_oa_dedupe_key(body), body=body, raw=raw, now=now
+    )
     return payload if created else None
 
 

@@ -25,7 +25,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -72,24 +71,17 @@ def wecom_payload_kind(body: dict[str, Any]) -> str:
 
 
 def wecom_payload_receive(*, body: dict[str, Any], raw: str, now: datetime) -> tuple[InboundPayload, bool]:
-    """Store a decrypted payload once (a second copy changes nothing) and enqueue its processing on
-    commit. Returns the payload and whether it is new."""
-    payload, created = InboundPayload.objects.get_or_create(
-        dedupe_key=wecom_dedupe_key(body),
-        defaults={
-            "source": InboundPayload.Source.WECOM,
-            "kind": wecom_payload_kind(body),
-            "received_at": now,
-            "body": body,
-            "raw": raw,
-        },
-    )
-    if created:
-        from channels.wecom.tasks import wecom_inbound_process
+    """Store a decrypted payload once and enqueue its processing on commit (channels.inbound)."""
+    from channels.inbound import inbound_payload_store
 
-        # robust: a broker that is down must not fail the reply; the tick picks the payload up.
-        transaction.on_commit(partial(wecom_inbound_process.delay, payload.pk), robust=True)
-    return payload, created
+    return inbound_payload_store(
+        source=InboundPayload.Source.WECOM,
+        kind=wecom_payload_kind(body),
+        dedupe_key=wecom_dedupe_key(body),
+        body=body,
+        raw=raw,
+        now=now,
+    )
 
 
 # --- Processing.
