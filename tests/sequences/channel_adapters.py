@@ -62,3 +62,13 @@ class TwoPhaseAdapter(RecordingAdapter):
         if answer == "quota":
             return SendResult(status=SendStatus.SKIPPED_POLICY, provider_ref=provider_ref, reason="quota")
         return SendResult(status=SendStatus.AWAITING_CONFIRM, provider_ref=provider_ref)
+
+
+class UnsureAdapter(RecordingAdapter):
+    """An SMS-like provider that does not deduplicate and cannot say, right now, what became of a send."""
+
+    honours_idempotency_key = False
+
+    def reconcile(self, message: OutgoingMessage, provider_ref: str) -> SendResult | None:
+        CALLS["reconcile"].append(message.idempotency_key)
+        raise RetryableError("query API timed out")

@@ -245,3 +245,16 @@ def test_a_dead_letter_is_listed_and_retried_now(settings, client, admin_user):
     assert recording_calls() == {touch.idempotency_key: 1}
     with time_machine.travel(later, tick=False):
         assert "bad_recipient" not in client.get("/admin/sequences/failedtouch/").content.decode()
+
+
+def test_a_stuck_send_the_provider_cannot_account_for_waits_rather_than_going_out_twice(settings):
+    use(settings, ADAPTERS + "UnsureAdapter")
+    leads_due(1)
+    steps_advance(now=T0)
+    lease = timedelta(minutes=settings.NURTURE_SENDING_LEASE_MINUTES)
+    Touch.objects.update(state="sending", claimed_at=T0, attempts=1)  # a worker died mid-send
+    tick(T0 + lease + timedelta(minutes=1))
+    touch = Touch.objects.get()
+    assert channel_adapters.CALLS["reconcile"] == [touch.idempotency_key]
+    assert touch.state == "sending" and touch.claimed_at == T0 + lease + timedelta(minutes=1)
+    assert recording_calls() == {}  # not sent again on a guess
