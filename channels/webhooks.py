@@ -46,6 +46,8 @@ WEBHOOK_EVENT_TYPES = (
     "lead.mql",
     "lead.sql",
     "lead.hot",
+    "lead.assigned",
+    "lead.sla_breached",
     "pool.joined",
     "pool.left",
     "task.escalated",

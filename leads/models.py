@@ -387,6 +387,15 @@ class RecycleReason(models.Model):
         max_length=128,
         help_text=_("Stamped on the lead, e.g. recycle:timing_later; pool rules read it"),
     )
+    # What nurtures the returned lead next (the SDR workspace's "return to nurture").
+    sequence = models.ForeignKey(
+        "sequences.Sequence",
+        verbose_name=_("then enroll in"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     active = models.BooleanField(_("active"), default=True)
     position = models.PositiveSmallIntegerField(_("position"), default=100)
 

@@ -38,6 +38,7 @@ def _steps() -> list[tuple[str, TickStep]]:
     from leads.pools import pools_tick
     from scoring.services import scores_tick
     from sequences.engine import sequences_tick
+    from workspace.services import workspace_tick
 
     # The leads marked dirty are rescored inside pools_tick (before the pools read the scores); the
     # scores step is the nightly or after-a-change recomputation of everyone.
@@ -47,6 +48,7 @@ def _steps() -> list[tuple[str, TickStep]]:
         ("pools", pools_tick),
         ("scores", scores_tick),
         ("sequences", sequences_tick),
+        ("sla", workspace_tick),  # staff tasks done and calls logged above count as follow-ups
         ("webhooks", webhooks_tick),
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -44,6 +45,9 @@ INSTALLED_APPS = [
     "sequences",
     "scoring",
     "channels.apps.ChannelsConfig",
+    "workspace",
+    "django_htmx",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -56,7 +60,25 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    # Last: it answers a locked-out login (django-axes).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins for one username from one address,
+# that pair is locked out for AXES_COOLOFF_MINUTES.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "workspace/locked_out.html"
+LOGIN_URL = "workspace:login"
+LOGIN_REDIRECT_URL = "workspace:queue"
+LOGOUT_REDIRECT_URL = "workspace:login"
 
 ROOT_URLCONF = "nurture.urls"
 WSGI_APPLICATION = "nurture.wsgi.application"
@@ -178,6 +200,18 @@ NURTURE_RATE_MAX_WAIT_SECONDS = env_int("NURTURE_RATE_MAX_WAIT_SECONDS", 2)
 # A staff task (step mode "task") open this long past due goes to the managers.
 NURTURE_TASK_DEADLINE_HOURS = env_int("NURTURE_TASK_DEADLINE_HOURS", 24)
 
+# The SDR workspace's SLA (defaults of the settings row the admin edits: Admin → SLA and assignment settings).
+# A lead handed to an SDR is followed up within NURTURE_SLA_WORKING_HOURS working hours of the working
+# calendar (NURTURE_WORKDAY_START–END on the NURTURE_WORKWEEK ISO weekdays, in TIME_ZONE); after a breach it
+# is reassigned NURTURE_SLA_REASSIGN_HOURS working hours later.
+NURTURE_SLA_WORKING_HOURS = env_int("NURTURE_SLA_WORKING_HOURS", 4)
+NURTURE_SLA_REASSIGN_HOURS = env_int("NURTURE_SLA_REASSIGN_HOURS", 4)
+NURTURE_WORKDAY_START = env_str("NURTURE_WORKDAY_START", "09:00")
+NURTURE_WORKDAY_END = env_str("NURTURE_WORKDAY_END", "18:00")
+NURTURE_WORKWEEK = env_str("NURTURE_WORKWEEK", "1,2,3,4,5")
+# How often the queue page asks for new hot leads (htmx polling).
+NURTURE_QUEUE_POLL_SECONDS = env_int("NURTURE_QUEUE_POLL_SECONDS", 15)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -216,7 +250,6 @@ NURTURE_PRIVATE_MEDIA_ROOT = Path(env_str("NURTURE_PRIVATE_MEDIA_ROOT", str(VAR_
 if NURTURE_PRIVATE_MEDIA_ROOT.resolve().is_relative_to(MEDIA_ROOT.resolve()):
     raise ImproperlyConfigured("NURTURE_PRIVATE_MEDIA_ROOT must not be inside MEDIA_ROOT (served at /media/)")
 
-LOGIN_URL = "/admin/login/"
 # Messages can carry a one-time secret (a new API key): keep them server-side, not in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
@@ -265,6 +298,10 @@ WECOM_CORP_ID = env_str("WECOM_CORP_ID")
 WECOM_SECRET = env_str("WECOM_SECRET")
 WECOM_TOKEN = env_str("WECOM_TOKEN")
 WECOM_ENCODING_AES_KEY = env_str("WECOM_ENCODING_AES_KEY")
+# The self-built app (自建应用) whose messages forward workspace notifications to SDRs: its AgentId and
+# Secret (应用管理 → the app); the app's secret, not the 客户联系 one. Unset: nothing is forwarded.
+WECOM_AGENT_ID = env_int("WECOM_AGENT_ID", 0)
+WECOM_AGENT_SECRET = env_str("WECOM_AGENT_SECRET")
 # The welcome message to customers who add a staff member (a channel QR code's own text wins); a message
 # template ({{ lead.name }}, {{ sender.name }}); set empty for none.
 WECOM_WELCOME_TEXT = env_str(

@@ -39,6 +39,7 @@ urlpatterns = [
     path("p/<slug:slug>/file/", asset_file_view, name="content-file"),
     path("api/v1/", include(api_v1)),
     path("channels/", include("channels.urls")),
+    path("workspace/", include("workspace.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # Uploads with DEBUG, as `make demo` runs; in production the proxy serves MEDIA_URL. Asset files are not

@@ -387,25 +387,6 @@ def sequences_exit(*, now: datetime) -> dict[str, int]:
 # --- Completion.
 
 
-def _sdr_round_robin(count: int) -> list[Any]:
-    """`count` SDRs in turn: active members of the `sdr` group not in `sdr_unavailable`, starting
-    with the one who owns the fewest leads (the SDR workspace issue brings assignment rules)."""
-    from django.db.models import Count
-
-    user_model = get_user_model()
-    available = user_model.objects.filter(is_active=True, groups__name="sdr").exclude(
-        groups__name="sdr_unavailable"
-    )
-    sdrs = list(
-        user_model.objects.filter(pk__in=available.values("pk"))
-        .annotate(owned=Count("owned_leads"))
-        .order_by("owned", "pk")
-    )
-    if not sdrs:
-        return []
-    return [sdrs[i % len(sdrs)] for i in range(count)]
-
-
 def sequences_complete(*, now: datetime) -> dict[str, int]:
     """Enrollments past their last step with nothing pending complete, and each sequence's
     `on_complete` action for the lead's temperature runs: hot → an SDR (round-robin) and `lead.hot`,
@@ -456,24 +437,17 @@ def sequences_complete(*, now: datetime) -> dict[str, int]:
 
 
 def _assign_hot(lead_ids: list[int], now: datetime) -> int:
-    unowned = list(
-        Lead.objects.filter(pk__in=lead_ids, owner__isnull=True).order_by("pk").values_list("pk", flat=True)
-    )
-    sdrs = _sdr_round_robin(len(unowned))
-    by_sdr: dict[Any, list[int]] = {}
-    for lead_id, sdr in zip(unowned, sdrs, strict=False):
-        by_sdr.setdefault(sdr, []).append(lead_id)
-    for sdr, ids in by_sdr.items():  # one statement per SDR, not per lead
-        Lead.objects.filter(pk__in=ids, owner__isnull=True).update(owner=sdr, updated_at=now)
+    """Hot leads at the end of a sequence go to the SDRs round-robin under the workspace's SLA."""
+    from workspace.services import leads_assign
+
+    assigned = leads_assign(lead_ids=lead_ids, via="sequence", now=now)
     outbox_put(
         type="lead.hot",
         lead_ids=lead_ids,
         occurred_at=now,
-        data_by_lead={
-            lead_id: {"owner": sdr.pk, "via": "sequence"} for lead_id, sdr in zip(unowned, sdrs, strict=False)
-        },
+        data_by_lead={lead_id: {"owner": sdr_id, "via": "sequence"} for lead_id, sdr_id in assigned.items()},
     )
-    return min(len(unowned), len(sdrs))
+    return len(assigned)
 
 
 # --- Staff tasks.

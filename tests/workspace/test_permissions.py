@@ -1,0 +1,91 @@
+"""Who sees and does what: an SDR sees the unassigned hot queue and its own leads, never another SDR's,
+on any URL; managers see the team; marketers and anonymous users are kept out."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tests.workspace.conftest import hot_lead
+from workspace.services import lead_claim
+
+pytestmark = pytest.mark.django_db
+
+LEAD_POSTS = {
+    "claim": {},
+    "release": {},
+    "call": {"outcome": "connected", "notes": "x"},
+    "note": {"text": "hello"},
+    "bant": {"budget": "on"},
+    "sql": {"override_reason": "boss said so"},
+    "close": {"kind": "invalid"},
+}
+
+
+def test_anonymous_is_sent_to_log_in(client):
+    response = client.get(reverse("workspace:queue"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("workspace:login"))
+
+
+def test_marketer_gets_403(client_for, marketer):
+    assert client_for(marketer).get(reverse("workspace:queue")).status_code == 403
+
+
+def test_sdr_cannot_read_or_act_on_another_sdrs_lead(client_for, sdr_a, sdr_b):
+    lead = hot_lead(name="李雷")
+    lead_claim(lead=lead, sdr=sdr_b)
+    a = client_for(sdr_a)
+    assert a.get(reverse("workspace:lead", args=[lead.pk])).status_code == 403
+    for name, data in LEAD_POSTS.items():
+        response = a.post(reverse(f"workspace:{name}", args=[lead.pk]), data)
+        # Claiming a taken lead is refused with a message, not done; everything else is 403.
+        if name == "claim":
+            assert response.status_code == 302
+        else:
+            assert response.status_code == 403, name
+    lead.refresh_from_db()
+    assert lead.owner == sdr_b
+    assert lead.stage == "mql"
+    assert not lead.notes.exists()
+    assert not lead.events.filter(type="call_logged").exists()
+    # Nor does A see B's lead in its queue.
+    body = a.get(reverse("workspace:queue")).content.decode()
+    assert "李雷" not in body
+
+
+def test_sdr_sees_unassigned_hot_leads_and_its_own(client_for, sdr_a, sdr_b):
+    free = hot_lead(name="韩梅梅")
+    mine = hot_lead(name="王小明", score=95)
+    lead_claim(lead=mine, sdr=sdr_a)
+    cold = hot_lead(name="冷线索", temperature="cold")
+    a = client_for(sdr_a)
+    body = a.get(reverse("workspace:queue")).content.decode()
+    assert "韩梅梅" in body and "王小明" in body and "冷线索" not in body
+    assert a.get(reverse("workspace:lead", args=[free.pk])).status_code == 200
+    assert a.get(reverse("workspace:lead", args=[mine.pk])).status_code == 200
+    # A cold lead nobody owns is not in the queue: not A's to read.
+    assert a.get(reverse("workspace:lead", args=[cold.pk])).status_code == 403
+    # An unassigned lead can be read but not worked before claiming it.
+    assert a.post(reverse("workspace:note", args=[free.pk]), {"text": "x"}).status_code == 403
+
+
+def test_manager_sees_and_acts_on_the_team(client_for, sdr_a, manager):
+    lead = hot_lead(name="张伟")
+    lead_claim(lead=lead, sdr=sdr_a)
+    m = client_for(manager)
+    assert "张伟" in m.get(reverse("workspace:queue")).content.decode()
+    assert m.get(reverse("workspace:lead", args=[lead.pk])).status_code == 200
+    assert m.get(reverse("workspace:team")).status_code == 200
+    assert m.post(reverse("workspace:note", args=[lead.pk]), {"text": "经理备注"}).status_code == 302
+    assert lead.notes.get().text == "经理备注"
+
+
+def test_sdr_cannot_open_the_team_or_reassign(client_for, sdr_a, sdr_b):
+    lead = hot_lead()
+    lead_claim(lead=lead, sdr=sdr_b)
+    a = client_for(sdr_a)
+    assert a.get(reverse("workspace:team")).status_code == 403
+    assert a.post(reverse("workspace:reassign"), {"lead": [lead.pk], "sdr": sdr_a.pk}).status_code == 403
+    lead.refresh_from_db()
+    assert lead.owner == sdr_b
