@@ -348,7 +348,7 @@ def lead_bant_set(*, lead: Lead, bant: dict[str, bool], now: datetime | None = N
         raise WorkspaceError(
             "bant", _("Unknown BANT criteria: %(names)s") % {"names": ", ".join(sorted(unknown))}
         )
-    return lead_update(lead=lead, data={"bant": {k: bool(v) for k, v in bant.items()}}, now=now)
+    return lead_update(lead=lead, data={f"bant_{k}": bool(v) for k, v in bant.items()}, now=now)
 
 
 def lead_mark_sql(*, lead: Lead, by: User, override_reason: str = "", now: datetime | None = None) -> None:

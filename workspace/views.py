@@ -146,7 +146,7 @@ def queue_poll(request: HttpRequest) -> HttpResponse:
             "page": page,
             "new_arrivals": newest > seen,
             "poll_count": count,
-            # The banner stays until the SDR reloads: the poll keeps comparing with what the page first showed.
+            # The banner stays until a reload: the poll keeps comparing with what the page first showed.
             "poll_newest": seen or newest,
             "now": timezone_now(),
         },
@@ -320,7 +320,9 @@ def my_leads(request: HttpRequest) -> HttpResponse:
         .order_by("followed_up_at", "first_touch_due")[:200]
     )
     return render(
-        request, "workspace/mine.html", {**_common(request), "nav": "mine", "assignments": rows, "now": timezone_now()}
+        request,
+        "workspace/mine.html",
+        {**_common(request), "nav": "mine", "assignments": rows, "now": timezone_now()},
     )
 
 

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from channels.cgi_client import TOKEN_ERRCODES, CgiBinClient, CgiBinError
 
-__all__ = ["TOKEN_ERRCODES", "WecomClient", "WecomError", "wecom_client"]
+__all__ = ["TOKEN_ERRCODES", "WecomClient", "WecomError", "wecom_agent_client", "wecom_client"]
 
 # Retry later (seconds): -1 system busy; 45009 API frequency limit; 45011 per-minute API limit;
 # 45033 too many concurrent calls.
@@ -73,3 +73,9 @@ def _client(base_url: str, corp_id: str, secret: str) -> WecomClient:
 def wecom_client() -> WecomClient:
     """The client of the configured corp (WECOM_API_BASE, WECOM_CORP_ID, WECOM_SECRET)."""
     return _client(settings.WECOM_API_BASE, settings.WECOM_CORP_ID, settings.WECOM_SECRET)
+
+
+def wecom_agent_client() -> WecomClient:
+    """The client of the configured self-built app (WECOM_API_BASE, WECOM_CORP_ID, WECOM_AGENT_SECRET):
+    application messages need the app's own token, not the 客户联系 one."""
+    return _client(settings.WECOM_API_BASE, settings.WECOM_CORP_ID, settings.WECOM_AGENT_SECRET)

@@ -7,6 +7,11 @@ request shapes checked, and real success and error bodies.
     fake.calls("externalcontact/add_msg_template")[0].json
     fake.fail("externalcontact/add_msg_template", 45009)   # the next call answers 45009
     fake.expire_tokens()                     # every token issued so far answers 42001
+    fake.add_staff("lisi")                   # lisi is in the app's visible range (message/send)
+    fake.inbox("lisi")                       # the application messages lisi received
+
+Two secrets are accepted by gettoken: `secret` (客户联系, WECOM_SECRET) and `agent_secret` (the self-built app
+`agent_id`, WECOM_AGENT_SECRET); each token remembers its secret, and `message/send` takes only the app's.
 
 Every endpoint is a function in `fake.handlers` (path below /cgi-bin/ → fn(request) → body dict);
 `fake.handler(path)` adds or replaces one (the access token is checked before it is called).
@@ -15,6 +20,7 @@ Every endpoint is a function in `fake.handlers` (path below /cgi-bin/ → fn(req
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 import uuid
@@ -34,13 +40,19 @@ ERRMSG = {
     40058: "invalid Request Parameter",
     40068: "invalid tagid",
     40071: "UserTag Name Already Exist",
+    40008: "invalid message type",
+    40056: "invalid agentid",
     40096: "invalid external userid",
     41001: "access_token missing",
     41051: "externaluser has started chatting",
     42001: "access_token expired",
+    44004: "empty content",
     45009: "api freq out of limit",
     60111: "invalid string value `userid`. userid not found",
+    81013: "user & party & tag all invalid",
+    82001: "All touser & toparty & totag invalid",
     84061: "not external contact",
+    301002: "not allow operate another agent with this accesstoken",
     -1: "system busy",
 }
 
@@ -76,15 +88,24 @@ class FakeWecom:
     """The state of one fake corp: tokens, staff and their customers, group messages, tags, moments."""
 
     def __init__(
-        self, provider: FakeProvider, *, corp_id: str = "wwfakecorp0001", secret: str = "s3cret"
+        self,
+        provider: FakeProvider,
+        *,
+        corp_id: str = "wwfakecorp0001",
+        secret: str = "s3cret",
+        agent_id: int = 1000002,
+        agent_secret: str = "agent-s3cret",
     ) -> None:
         self.provider = provider
         self.corp_id = corp_id
         self.secret = secret
+        self.agent_id = agent_id
+        self.agent_secret = agent_secret
         self.lock = threading.RLock()
         self.token_seconds = 7200
         self.token_delay = 0.0  # gettoken waits this long (widens races in concurrency tests)
         self.tokens: dict[str, float] = {}  # token → expires at (time.time())
+        self.token_secrets: dict[str, str] = {}  # token → the secret it was issued for
         self.failures: dict[str, list[int]] = {}  # path → errcodes to answer next, in order
         self.members: set[str] = set()
         self.friends: set[tuple[str, str]] = set()  # (userid, external_userid)
@@ -97,6 +118,8 @@ class FakeWecom:
         self.moments: dict[str, Body] = {}  # moment_id → {"users": [...], "published": set()}
         self.welcome_codes: dict[str, str] = {}  # code → "fresh" | "used"
         self.contact_ways: dict[str, Body] = {}
+        self.app_messages: list[Body] = []  # delivered: {"userid", "agentid", "msgtype", "content", "msgid"}
+        self._recent_sends: dict[str, float] = {}  # request JSON → sent at (duplicate check)
         self._ids = itertools.count(1)
         self.handlers: dict[str, WecomHandler] = {}
         self.handler("gettoken", self._gettoken, token=False)
@@ -116,6 +139,7 @@ class FakeWecom:
             "externalcontact/update_contact_way": self._update_contact_way,
             "externalcontact/del_contact_way": self._del_contact_way,
             "externalcontact/get": self._get_external_contact,
+            "message/send": self._message_send,
         }.items():
             self.handler(path, fn)
 
@@ -156,6 +180,16 @@ class FakeWecom:
                 self.contacts.setdefault(
                     ext, {"external_userid": ext, "name": f"customer {ext}", "type": 1, "gender": 0}
                 )
+
+    def add_staff(self, *userids: str) -> None:
+        """Staff members in the corp and in the app's visible range (known to message/send)."""
+        with self.lock:
+            self.members.update(userids)
+
+    def inbox(self, userid: str) -> list[str]:
+        """The text of the application messages staff member `userid` received, oldest first."""
+        with self.lock:
+            return [m["content"] for m in self.app_messages if m["userid"].lower() == userid.lower()]
 
     def unfriend(self, userid: str, external_userid: str) -> None:
         with self.lock:
@@ -225,13 +259,15 @@ class FakeWecom:
             return error(40058, "gettoken is GET")
         if request.query.get("corpid") != self.corp_id:
             return error(40013)
-        if request.query.get("corpsecret") != self.secret:
+        secret = request.query.get("corpsecret")
+        if secret not in (self.secret, self.agent_secret):
             return error(40001)
         if self.token_delay:
             time.sleep(self.token_delay)
         token = uuid.uuid4().hex + uuid.uuid4().hex
         with self.lock:
             self.tokens[token] = time.time() + self.token_seconds
+            self.token_secrets[token] = secret
         return ok(access_token=token, expires_in=self.token_seconds)
 
     def _check_attachments(self, attachments: list[Body], *, moment: bool = False) -> str:
@@ -586,3 +622,54 @@ class FakeWecom:
             follow_user=follow,
             next_cursor="",
         )
+
+    def _message_send(self, request: Request) -> Body:
+        if request.method != "POST":
+            return error(40058, "message/send is POST")
+        body = request.json or {}
+        with self.lock:
+            if self.token_secrets.get(request.query["access_token"]) != self.agent_secret:
+                return error(301002)  # a 客户联系 token cannot send as the app
+        agentid = body.get("agentid")
+        if not isinstance(agentid, int) or isinstance(agentid, bool) or agentid != self.agent_id:
+            return error(40056)
+        if body.get("msgtype") != "text":
+            return error(40008)
+        content = (body.get("text") or {}).get("content")
+        if not isinstance(content, str) or not content:
+            return error(44004)
+        if len(content.encode()) > 2048:
+            return error(40058, "text content exceed limit")
+        touser = body.get("touser")
+        userids = [u for u in touser.split("|") if u] if isinstance(touser, str) else []
+        if not userids:
+            return error(82001)
+        with self.lock:
+            known = {m.lower() for m in self.members}
+            invalid = [u.lower() for u in userids if u.lower() not in known]
+            if len(invalid) == len(userids):
+                return error(81013)
+            msgid = self.new_id("msgid")
+            request_json = json.dumps(body, sort_keys=True, ensure_ascii=False)
+            sent_at = self._recent_sends.get(request_json)
+            interval = int(body.get("duplicate_check_interval") or 1800)
+            duplicate = (
+                bool(body.get("enable_duplicate_check")) and sent_at and time.time() - sent_at < interval
+            )
+            if not duplicate:  # WeCom answers ok to a duplicate and delivers nothing
+                self._recent_sends[request_json] = time.time()
+                for userid in userids:
+                    if userid.lower() in known:
+                        self.app_messages.append(
+                            {
+                                "userid": userid,
+                                "agentid": agentid,
+                                "msgtype": "text",
+                                "content": content,
+                                "msgid": msgid,
+                            }
+                        )
+        answer = ok(msgid=msgid)
+        if invalid:
+            answer["invaliduser"] = "|".join(invalid)
+        return answer

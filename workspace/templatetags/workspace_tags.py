@@ -23,7 +23,7 @@ def _span(delta: timedelta) -> str:
 
 @register.simple_tag
 def sla_left(due: datetime | None, now: datetime) -> str:
-    """"2h 15min left" before the deadline, "overdue 30min" after."""
+    """ "2h 15min left" before the deadline, "overdue 30min" after."""
     if due is None:
         return ""
     delta = due - now
