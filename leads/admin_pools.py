@@ -279,6 +279,7 @@ _PREVIEW_SCRIPT = """<script>
 class RecycleReasonAdmin(admin.ModelAdmin):
     """The list SDRs and the CRM choose from when a lead goes back to nurturing; the tag picks the pool."""
 
-    list_display = ["label", "code", "tag_name", "active", "position"]
+    list_display = ["label", "code", "tag_name", "sequence", "active", "position"]
+    list_select_related = ["sequence"]
     list_editable = ["active", "position"]
     search_fields = ["label", "code", "tag_name"]

@@ -498,7 +498,7 @@ def notifications_read(*, user: User, ids: Iterable[int] | None = None, now: dat
     return rows.update(read_at=now or timezone_now())
 
 
-def _notify_taken_away(*, previous: dict[int, int], now: datetime) -> None:
+def _notify_taken_away(*, previous: dict[int, int], now: datetime, after_breach: bool = False) -> None:
     if not previous:
         return
     latest = {
@@ -513,7 +513,12 @@ def _notify_taken_away(*, previous: dict[int, int], now: datetime) -> None:
                 sdr_id,
                 Notification.Kind.REASSIGNED,
                 latest[lead_id],
-                _("%(lead)s was given to another SDR") % {"lead": _lead_label(latest[lead_id].lead)},
+                (
+                    _("%(lead)s was taken from you after the SLA breach")
+                    if after_breach
+                    else _("%(lead)s was given to another SDR")
+                )
+                % {"lead": _lead_label(latest[lead_id].lead)},
             )
             for lead_id, sdr_id in previous.items()
             if lead_id in latest
@@ -733,7 +738,8 @@ def _sla_reassign(now: datetime, s: WorkspaceSettings) -> int:
             Lead.objects.filter(pk__in=still, owner_id=old_sdr).update(owner=None, updated_at=now)
             done = leads_assign(lead_ids=still, via=Assignment.Via.SLA, now=now, exclude_sdrs=[old_sdr])
             moved += len(done)
-            _notify_taken_away(previous=dict.fromkeys(still, old_sdr), now=now)
+            # Without another SDR free the lead waits in the queue: taken from the SDR either way.
+            _notify_taken_away(previous=dict.fromkeys(still, old_sdr), now=now, after_breach=True)
     return moved
 
 

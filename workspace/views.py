@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.timezone import is_naive, make_aware
 from django.utils.timezone import now as timezone_now
 from django.utils.translation import gettext as _
@@ -192,6 +193,7 @@ def release(request: HttpRequest, pk: int) -> HttpResponse:
 def lead_detail(request: HttpRequest, pk: int) -> HttpResponse:
     lead = _lead(request, pk, act=False)
     now = timezone_now()
+    context_manager = selectors.user_is_manager(request.user)
     context = {
         **_common(request),
         "nav": "mine" if lead.owner_id == request.user.pk else "queue",
@@ -199,6 +201,7 @@ def lead_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "now": now,
         "can_act": selectors.lead_actionable(user=request.user, lead=lead),
         "outcomes": _outcomes(),
+        "team": list(services.sdrs_team().order_by("username")) if context_manager else [],
         **selectors.lead_page(lead=lead, now=now),
     }
     return render(request, "workspace/lead.html", context)
@@ -367,7 +370,9 @@ def reassign(request: HttpRequest) -> HttpResponse:
     messages.success(
         request, _("%(n)s lead(s) reassigned to %(sdr)s.") % {"n": n, "sdr": sdr.get_full_name() or sdr}
     )
-    return redirect(request.POST.get("next") or "workspace:team")
+    target = request.POST.get("next", "")
+    safe = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=False)
+    return redirect(target if target and safe else "workspace:team")
 
 
 @workspace_member

@@ -89,3 +89,24 @@ def test_sdr_cannot_open_the_team_or_reassign(client_for, sdr_a, sdr_b):
     assert a.post(reverse("workspace:reassign"), {"lead": [lead.pk], "sdr": sdr_a.pk}).status_code == 403
     lead.refresh_from_db()
     assert lead.owner == sdr_b
+
+
+def test_manager_reassigns_from_the_team_page_and_the_sdrs_are_told(client_for, sdr_a, sdr_b, manager):
+    from workspace.models import Assignment, Notification
+
+    lead = hot_lead(name="周杰")
+    lead_claim(lead=lead, sdr=sdr_a)
+    m = client_for(manager)
+    response = m.post(
+        reverse("workspace:reassign"), {"lead": [lead.pk], "sdr": sdr_b.pk, "next": "https://evil.example/"}
+    )
+    assert response["Location"] == reverse("workspace:team")  # no open redirect
+    lead.refresh_from_db()
+    assert lead.owner == sdr_b
+    current = Assignment.objects.get(lead=lead, ended_at__isnull=True)
+    assert (current.sdr, current.via, current.by) == (sdr_b, "manager", manager)
+    assert Notification.objects.filter(user=sdr_a, kind="reassigned").exists()
+    assert Notification.objects.filter(user=sdr_b, kind="assigned").exists()
+    # A's inbox says so; A no longer reads the lead.
+    assert "周杰" in client_for(sdr_a).get(reverse("workspace:inbox")).content.decode()
+    assert client_for(sdr_a).get(reverse("workspace:lead", args=[lead.pk])).status_code == 403
