@@ -59,6 +59,7 @@ DEMO_LOADERS: list[str] = [
     "leads.demo.demo_pools_load",
     "scoring.demo.demo_scores_load",
     "sequences.demo.demo_sequences_load",
+    "workspace.demo.demo_workspace_load",  # last: the day's work reads the scores and the sequences
 ]
 
 
@@ -113,7 +114,12 @@ def demo_users_load(ctx: DemoContext) -> dict[str, int]:
     group_perms = {
         "marketer": perms.filter(content_type__app_label__in=(*NURTURE_APPS, "django_celery_beat")),
         "sdr_manager": leads_perms
-        | perms.filter(content_type__app_label__in=NURTURE_APPS, codename__startswith="view_"),
+        | perms.filter(content_type__app_label__in=(*NURTURE_APPS, "workspace"), codename__startswith="view_")
+        # The SLA agreement and who is available are the sales manager's to edit.
+        | perms.filter(
+            content_type__app_label="workspace",
+            codename__in=("change_workspacesettings", "change_sdrprofile"),
+        ),
         "sdr": leads_perms.filter(codename__in=SDR_PERMISSIONS),
     }
     groups: dict[str, Group] = {}
@@ -470,6 +476,10 @@ def _lead_plans(ctx: DemoContext, count: int) -> list[_LeadPlan]:
         start = {Stage.RL: 0, Stage.MIL: 0, Stage.MQL: 12}.get(stage, 35)
         plan = _LeadPlan(key=f"{ctx.seed}-{index:05d}", data=data, first_at=now)
         _journey(rng, now, plan, stage, days_ago=rng.uniform(start + 0.5, DEMO_DAYS))
+        if stage == Stage.RECYCLED:
+            # Returned to nurturing, as the workspace does it: the SDR who returned it no longer owns it,
+            # so when it turns hot again it is back in the queue for any SDR to claim.
+            data.pop("owner", None)
         plans.append(plan)
     return plans
 

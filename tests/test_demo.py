@@ -16,6 +16,8 @@ from leads.demo import DEMO_PASSWORD, DEMO_USERS, DemoContext, demo_load
 from leads.identity import normalize_phone
 from leads.models import Event, Lead, LeadTag, Stage, StageChange, Tag
 from sequences.models import Enrollment, Sequence, Step, Touch
+from workspace.models import Assignment, LeadNote, Notification, SdrProfile, WorkspaceSettings
+from workspace.selectors import QueueFilters, queue_leads
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +44,16 @@ def _snapshot() -> dict[str, object]:
         "steps": sorted(Step.objects.values_list("pk", "sequence_id", "position")),
         "enrollments": sorted(Enrollment.objects.values_list("pk", "state", "position", "next_due_at")),
         "touches": sorted(Touch.objects.values_list("pk", "state", "step_id")),
+        "assignments": sorted(
+            Assignment.objects.values_list(
+                "pk", "lead_id", "sdr_id", "followed_up_at", "breached_at", "ended_at"
+            )
+        ),
+        "notifications": sorted(Notification.objects.values_list("pk", "user_id", "kind", "assignment_id")),
+        "lead_notes": sorted(LeadNote.objects.values_list("pk", "lead_id", "text")),
+        "sdr_profiles": sorted(SdrProfile.objects.values_list("user_id", "available", "wecom_userid")),
+        "workspace_settings": WorkspaceSettings.objects.count(),
+        "owners": dict(Lead.objects.values_list("owner__username").annotate(n=Count("id"))),
     }
 
 
@@ -91,6 +103,7 @@ def test_demo_load_builds_a_chinese_b2b_funnel_and_a_reload_adds_nothing():
     viewed = Event.objects.filter(type="content_viewed").first()
     assert {"asset", "title", "form"} <= set(viewed.properties)
     _assert_sequences_ran_for_weeks()
+    _assert_sdrs_have_a_working_day(counts)
     first = _snapshot()
 
     again = demo_load(now=NOW + timedelta(hours=20))
@@ -98,6 +111,7 @@ def test_demo_load_builds_a_chinese_b2b_funnel_and_a_reload_adds_nothing():
     assert _snapshot() == first
     assert again["leads_created"] == again["events_created"] == again["stage_changes_created"] == 0
     assert again["lead_tags_stamped"] == again["users_created"] == again["sequences_created"] == 0
+    assert again["sdr_profiles_created"] == again["workspace_day_made"] == 0
 
     # The first tick of `make demo` sends what fell due since the history stopped, 20 hours before.
     tick_at = NOW + timedelta(minutes=5)
@@ -152,6 +166,45 @@ def _assert_sequences_ran_for_weeks() -> None:
     assert silent.filter(end_reason="exit_rule").exists()  # replied: awake again
     tasks = Touch.objects.filter(channel="call", mode="task")
     assert tasks.filter(state="task_open").exists() and tasks.filter(state="task_done").exists()
+
+
+def _assert_sdrs_have_a_working_day(counts: dict[str, int]) -> None:
+    """sdr1 finds hot leads to claim and leads of its own under the SLA; the manager has an escalation;
+    the day holds a follow-up with a call and a note, an SQL and a lead returned to nurturing."""
+    User = get_user_model()
+    sdr1, sdr2, manager = (User.objects.get(username=name) for name in ("sdr1", "sdr2", "manager"))
+    assert counts["workspace_day_made"] == 1
+    assert {p.user.username: (p.available, bool(p.wecom_userid)) for p in SdrProfile.objects.all()} == {
+        "sdr1": (True, True),
+        "sdr2": (True, True),
+    }
+    queue = queue_leads(user=sdr1, filters=QueueFilters())
+    unassigned = queue.filter(owner=None).count()
+    assert 15 <= unassigned <= 40 and unassigned == counts["hot_queue_unassigned"]
+    assert not queue.filter(owner=sdr2).exists()
+    mine = Assignment.objects.filter(sdr=sdr1, ended_at=None)
+    assert mine.filter(followed_up_at=None, breached_at=None).count() >= 2  # the SLA clock running
+    assert mine.exclude(followed_up_at=None).exists()
+    # NOW is a Monday 10:00 in Shanghai: one of them is due within the hour, and sdr1 was warned.
+    warned = Notification.objects.get(user=sdr1, kind=Notification.Kind.SLA_WARNING)
+    assert NOW < warned.assignment.first_touch_due <= NOW + timedelta(hours=1)
+    assert all(a.lead.owner_id == sdr1.pk for a in mine.select_related("lead"))
+    breached = Assignment.objects.get(breached_at__isnull=False)
+    assert breached.sdr == sdr2 and breached.reassign_at > NOW and breached.ended_at is None
+    escalation = Notification.objects.get(user=manager, kind=Notification.Kind.ESCALATION)
+    assert escalation.assignment == breached and escalation.read_at is None
+    assert Notification.objects.filter(user=sdr2, kind="sla_breached", assignment=breached).exists()
+    assert Event.objects.filter(
+        type="call_logged", properties__by="sdr1", occurred_at__gt=NOW - timedelta(days=3)
+    )
+    assert LeadNote.objects.filter(author=sdr1).exists()
+    qualified = Assignment.objects.get(end_reason=Assignment.End.SQL)
+    assert qualified.lead.stage == Stage.SQL and qualified.sdr == sdr1
+    returned = Assignment.objects.get(end_reason=Assignment.End.RETURNED)
+    assert returned.lead.stage == Stage.RECYCLED and returned.lead.owner is None
+    high_value = Sequence.objects.get(name="高价值池场景培育")
+    assert Enrollment.objects.filter(lead=returned.lead, sequence=high_value).exists()
+    assert all(a.assigned_at <= NOW for a in Assignment.objects.all())
 
 
 def test_demo_users_log_in_to_the_admin(client, monkeypatch):

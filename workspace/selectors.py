@@ -28,6 +28,7 @@ from django.db.models.functions import Coalesce
 from leads.models import Event, Lead, Pool, PoolMembership, Temperature
 from leads.selectors import timeline_source
 from workspace.models import Assignment, LeadNote
+from workspace.people import person_name
 
 
 @timeline_source
@@ -42,7 +43,7 @@ def _notes(lead: Lead, before: datetime | None, limit: int) -> list[dict[str, An
             "id": n.pk,
             "type": "note",
             "summary": n.text,
-            "data": {"by": n.author.get_full_name() or n.author.username if n.author else ""},
+            "data": {"by": person_name(n.author)},
         }
         for n in rows.order_by("-created_at", "-id")[:limit]
     ]
@@ -59,7 +60,7 @@ def _assignments(lead: Lead, before: datetime | None, limit: int) -> list[dict[s
             "at": a.assigned_at,
             "id": a.pk,
             "type": a.via,
-            "summary": f"→ {a.sdr.get_full_name() or a.sdr.username} ({a.get_via_display()})",
+            "summary": f"→ {person_name(a.sdr)} ({a.get_via_display()})",
             "data": {
                 "sdr": a.sdr.username,
                 "via": a.via,

@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils.timezone import now as timezone_now
 from django.utils.translation import gettext as _
 
@@ -22,6 +23,7 @@ from leads.models import Event, Lead, RecycleReason, Stage, Temperature
 from nurture.outbox import outbox_put
 from workspace.calendar import WorkCalendar, calendar_build
 from workspace.models import Assignment, LeadNote, Notification, SdrProfile, WorkspaceSettings
+from workspace.people import person_name
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +115,26 @@ def sdrs_managers() -> QuerySet:
 
 
 def sdrs_for_round_robin(*, now: datetime, exclude: Iterable[int] = ()) -> list[User]:
-    """Available SDRs not in a penalty period, the one assigned longest ago first."""
+    """Available SDRs not in a penalty period, the one assigned longest ago first (never: first of all),
+    then the one owning the fewest leads. Unavailable: the profile says so, or a member of the group
+    `sdr_unavailable` (a quick switch in the admin)."""
     blocked = set(sdrs_penalised(now=now)) | set(exclude)
     unavailable = SdrProfile.objects.filter(user=OuterRef("pk"), available=False)
     last = SdrProfile.objects.filter(user=OuterRef("pk")).values("last_assigned_at")[:1]
+    owned = (
+        Lead.objects.filter(owner=OuterRef("pk"))
+        .order_by()
+        .values("owner")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     return list(
         sdrs_team()
         .exclude(pk__in=blocked)
         .exclude(Exists(unavailable))
-        .annotate(last_assigned=Subquery(last))
-        .order_by(F("last_assigned").asc(nulls_first=True), "pk")
+        .exclude(groups__name="sdr_unavailable")
+        .annotate(last_assigned=Subquery(last), owned=Coalesce(Subquery(owned), 0))
+        .order_by(F("last_assigned").asc(nulls_first=True), "owned", "pk")
     )
 
 
@@ -169,7 +181,7 @@ def _assign_rows(
                 Notification.Kind.ASSIGNED,
                 a,
                 _("New hot lead for you: %(lead)s — first follow-up by %(due)s")
-                % {"lead": _lead_label(leads[a.lead_id]), "due": _local(due, settings_row)},
+                % {"lead": lead_label(leads[a.lead_id]), "due": _local(due, settings_row)},
             )
             for a in rows
         ],
@@ -210,7 +222,7 @@ def lead_claim(*, lead: Lead, sdr: User, now: datetime | None = None) -> Assignm
             owner = get_user_model().objects.filter(owned_leads=lead.pk).first()
             if owner is None:
                 raise WorkspaceError("lead", _("This lead is no longer in the hot queue."))
-            who = owner.get_full_name() or owner.username
+            who = person_name(owner)
             raise ClaimLost("lead", _("Already claimed by %(who)s.") % {"who": who})
         _end_open(lead_ids=[lead.pk], reason=Assignment.End.RELEASED, now=now)
         (assignment,) = _assign_rows(
@@ -388,7 +400,7 @@ def lead_return_to_nurture(
     with transaction.atomic():
         lead_stage_set(lead=lead, stage=Stage.RECYCLED, reason=reason.code, by=by, now=now)
         if note.strip():
-            lead_note_add(lead=lead, by=by, text=f"{reason.label}: {note}", now=now)
+            lead_note_add(lead=lead, by=by, text=f"{reason.label}：{note.strip()}", now=now)
         followups_mark(lead_ids=[lead.pk], at=now)
         _end_open(lead_ids=[lead.pk], reason=Assignment.End.RETURNED, now=now)
         Lead.objects.filter(pk=lead.pk).update(owner=None, updated_at=now)
@@ -518,7 +530,7 @@ def _notify_taken_away(*, previous: dict[int, int], now: datetime, after_breach:
                     if after_breach
                     else _("%(lead)s was given to another SDR")
                 )
-                % {"lead": _lead_label(latest[lead_id].lead)},
+                % {"lead": lead_label(latest[lead_id].lead)},
             )
             for lead_id, sdr_id in previous.items()
             if lead_id in latest
@@ -527,7 +539,7 @@ def _notify_taken_away(*, previous: dict[int, int], now: datetime, after_breach:
     )
 
 
-def _lead_label(lead: Lead) -> str:
+def lead_label(lead: Lead) -> str:
     name = lead.name or lead.phone or lead.email or f"#{lead.pk}"
     return f"{name}（{lead.company}）" if lead.company else name
 
@@ -562,9 +574,12 @@ def workspace_tick(now: datetime) -> dict[str, int]:
     s = workspace_settings_get()
     counts = _Counts()
     counts.followed_up = _followups_find(now)
-    counts.warned = _sla_warn(now, s)
-    counts.breached = _sla_breach(now, s)
-    counts.reassigned = _sla_reassign(now, s)
+    soon = now + timedelta(minutes=s.warn_before_minutes)
+    # Most minutes no deadline is near: one indexed look instead of three (a breach is due before `soon`).
+    if _sla_waiting().filter(first_touch_due__lte=soon).exists():
+        counts.warned = _sla_warn(now, s)
+        counts.breached = _sla_breach(now, s)
+        counts.reassigned = _sla_reassign(now, s)
     counts.penalised = _penalties_write(now, s)
     counts.auto_assigned = _auto_assign(now, s)
     if s.forward:
@@ -647,7 +662,7 @@ def _sla_warn(now: datetime, s: WorkspaceSettings) -> int:
                     Notification.Kind.SLA_WARNING,
                     a,
                     _("SLA: follow up %(lead)s by %(due)s")
-                    % {"lead": _lead_label(a.lead), "due": _local(a.first_touch_due, s)},
+                    % {"lead": lead_label(a.lead), "due": _local(a.first_touch_due, s)},
                 )
                 for a in rows
             ],
@@ -677,8 +692,8 @@ def _sla_breach(now: datetime, s: WorkspaceSettings) -> int:
         managers = list(sdrs_managers().values_list("pk", flat=True))
         items: list[tuple[int, str, Assignment | None, str]] = []
         for a in rows:
-            label = _lead_label(a.lead)
-            sdr_name = a.sdr.get_full_name() or a.sdr.username
+            label = lead_label(a.lead)
+            sdr_name = person_name(a.sdr)
             items.append(
                 (
                     a.sdr_id,

@@ -29,6 +29,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from leads.models import Lead, RecycleReason
 from workspace import selectors, services
 from workspace.models import Assignment, Notification
+from workspace.people import person_name
 
 View = Callable[..., HttpResponse]
 
@@ -173,7 +174,8 @@ def claim(request: HttpRequest, pk: int) -> HttpResponse:
     except services.WorkspaceError as exc:
         messages.error(request, exc.message)
         return redirect("workspace:queue")
-    messages.success(request, _("You claimed %(lead)s. Follow it up within the SLA.") % {"lead": lead})
+    text = _("You claimed %(lead)s. Follow it up within the SLA.") % {"lead": services.lead_label(lead)}
+    messages.success(request, text)
     return _back(request, lead)
 
 
@@ -182,7 +184,7 @@ def claim(request: HttpRequest, pk: int) -> HttpResponse:
 def release(request: HttpRequest, pk: int) -> HttpResponse:
     lead = _lead(request, pk, act=True)
     if services.lead_release(lead=lead, sdr=lead.owner or request.user):
-        messages.info(request, _("%(lead)s is back in the queue.") % {"lead": lead})
+        messages.info(request, _("%(lead)s is back in the queue.") % {"lead": services.lead_label(lead)})
     return redirect("workspace:queue")
 
 
@@ -200,6 +202,8 @@ def lead_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "lead": lead,
         "now": now,
         "can_act": selectors.lead_actionable(user=request.user, lead=lead),
+        # Qualified, won or lost: nothing left to work but notes.
+        "is_closed": lead.stage in services.CLOSED_STAGES,
         "outcomes": _outcomes(),
         "team": list(services.sdrs_team().order_by("username")) if context_manager else [],
         **selectors.lead_page(lead=lead, now=now),
@@ -269,7 +273,7 @@ def mark_sql(request: HttpRequest, lead: Lead) -> str:
     services.lead_mark_sql(
         lead=lead, by=request.user, override_reason=request.POST.get("override_reason", "")
     )
-    return _("%(lead)s is an SQL: the CRM has been told.") % {"lead": lead}
+    return _("%(lead)s is an SQL: the CRM has been told.") % {"lead": services.lead_label(lead)}
 
 
 @_action
@@ -367,9 +371,7 @@ def reassign(request: HttpRequest) -> HttpResponse:
     if sdr is None or not ids:
         return HttpResponseBadRequest(_("Choose leads and an SDR."))
     n = services.leads_reassign(lead_ids=ids, sdr=sdr, by=request.user)
-    messages.success(
-        request, _("%(n)s lead(s) reassigned to %(sdr)s.") % {"n": n, "sdr": sdr.get_full_name() or sdr}
-    )
+    messages.success(request, _("%(n)s lead(s) reassigned to %(sdr)s.") % {"n": n, "sdr": person_name(sdr)})
     target = request.POST.get("next", "")
     safe = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=False)
     return redirect(target if target and safe else "workspace:team")

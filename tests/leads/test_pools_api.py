@@ -75,8 +75,9 @@ def test_dirty_evaluation_follows_api_writes_and_events(api, django_assert_max_n
     )
     assert DirtyLead.objects.count() == 2
     # The pools' statements plus about fifteen of scoring, which rescores the dirty leads first, and the
-    # channels' steps (inbound callbacks, auto-tags, breaker state, awaiting touches, webhooks).
-    with django_assert_max_num_queries(80):
+    # channels' steps (inbound callbacks, auto-tags, breaker state, awaiting touches, webhooks) and the
+    # SLA's (follow-ups, deadlines, penalties, auto-assignment).
+    with django_assert_max_num_queries(90):
         call_command("tick", "--now", "2026-11-23T10:01:00+08:00", stdout=io.StringIO())
     assert not DirtyLead.objects.exists()
     assert api.get(f"/api/v1/leads/{lead['id']}/").json()["pools"] == []

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from django import template
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 register = template.Library()
 
@@ -38,3 +39,54 @@ def since(at: datetime | None, now: datetime) -> str:
     if at is None:
         return "—"
     return _span(now - at)
+
+
+# What the timeline calls the event types the engine knows (CONTRACT §3); others show as they are.
+EVENT_LABELS = {
+    "registered": gettext_lazy("registered"),
+    "form_submitted": gettext_lazy("form submitted"),
+    "wecom_added": gettext_lazy("added on WeCom"),
+    "wecom_deleted": gettext_lazy("deleted on WeCom"),
+    "message_in": gettext_lazy("message received"),
+    "message_out": gettext_lazy("message sent"),
+    "content_viewed": gettext_lazy("content viewed"),
+    "link_clicked": gettext_lazy("link clicked"),
+    "webinar_registered": gettext_lazy("webinar registration"),
+    "webinar_attended": gettext_lazy("webinar attended"),
+    "trial_started": gettext_lazy("trial started"),
+    "call_logged": gettext_lazy("call"),
+    "email_opened": gettext_lazy("email opened"),
+    "email_bounced": gettext_lazy("email bounced"),
+    "unsubscribed": gettext_lazy("unsubscribed"),
+}
+
+
+@register.filter
+def event_label(event_type: str) -> str:
+    return str(EVENT_LABELS.get(event_type, event_type))
+
+
+@register.filter
+def event_detail(summary: str, event_type: str) -> str:
+    """The timeline summary without its leading "type: " (the type is shown beside it)."""
+    prefix = f"{event_type}: "
+    if summary == event_type:
+        return ""
+    return summary[len(prefix) :] if summary.startswith(prefix) else summary
+
+
+@register.filter
+def call_outcome(value: str) -> str:
+    from channels.models import CallTask
+
+    try:
+        return str(CallTask.Outcome(value).label)
+    except ValueError:
+        return value
+
+
+@register.filter
+def person(user: object) -> str:
+    from workspace.people import person_name
+
+    return person_name(user)

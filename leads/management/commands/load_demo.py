@@ -28,5 +28,6 @@ class Command(BaseCommand):
             self.stdout.write(f"  {name:<{width}}  {value:>7}")
         self.stdout.write(
             self.style.SUCCESS(f"Demo data loaded in {time.monotonic() - started:.1f}s.")
-            + " Log in at /admin/ as marketer, sdr1, sdr2 or manager with password demo-pass-123."
+            + " Log in at /admin/ as marketer, sdr1, sdr2 or manager with password demo-pass-123;"
+            " the SDR workspace is at /workspace/ for sdr1, sdr2 and manager."
         )
