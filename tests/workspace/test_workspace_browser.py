@@ -230,7 +230,7 @@ def test_an_sdr_claims_a_hot_lead_works_it_and_marks_it_sql(
 
         page.locator("#sql-form button[type=submit]").click()
         expect(page.locator(".ws-stage")).to_contain_text("SQL")
-        expect(page.locator("#timeline")).to_contain_text("mql → sql")
+        expect(page.locator("#timeline")).to_contain_text("MQL（市场认可线索） → SQL（销售认可线索）")
         _no_horizontal_overflow(page, width)
         _shot(page, f"workspace-lead-{device}.png")
         page.context.close()

@@ -90,3 +90,13 @@ def person(user: object) -> str:
     from workspace.people import person_name
 
     return person_name(user)
+
+
+@register.filter
+def stage_label(value: str) -> str:
+    from leads.models import Stage
+
+    try:
+        return str(Stage(value).label)
+    except ValueError:
+        return value or "—"
