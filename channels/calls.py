@@ -121,6 +121,19 @@ def call_log(
     return follow_up
 
 
+def call_tasks_reassign(*, lead_owners: dict[int, int]) -> int:
+    """Open call tasks follow their lead to its new owner (lead id → user id)."""
+    moved = 0
+    by_owner: dict[int, list[int]] = {}
+    for lead_id, owner_id in lead_owners.items():
+        by_owner.setdefault(owner_id, []).append(lead_id)
+    for owner_id, lead_ids in by_owner.items():
+        moved += CallTask.objects.filter(lead_id__in=lead_ids, state=CallTask.State.OPEN).update(
+            assignee_id=owner_id
+        )
+    return moved
+
+
 def call_task_cancel(*, task_ids: Iterable[int], now: datetime) -> int:
     """Cancel open call tasks; the touches they came from end `skipped` (reason policy:cancelled)."""
     ids = list(task_ids)

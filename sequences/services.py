@@ -469,6 +469,19 @@ def task_done(*, touch: Touch, by: Any = None, now: datetime | None = None) -> b
     return done
 
 
+def tasks_reassign(*, lead_owners: dict[int, int]) -> int:
+    """Open staff tasks follow their lead to its new owner (lead id → user id)."""
+    moved = 0
+    by_owner: dict[int, list[int]] = {}
+    for lead_id, owner_id in lead_owners.items():
+        by_owner.setdefault(owner_id, []).append(lead_id)
+    for owner_id, lead_ids in by_owner.items():
+        moved += Touch.objects.filter(lead_id__in=lead_ids, state=TouchState.TASK_OPEN).update(
+            assignee_id=owner_id
+        )
+    return moved
+
+
 def task_snooze(*, touch: Touch, until: datetime) -> bool:
     """Move an open task's deadline (and its escalation) to `until`."""
     return bool(

@@ -228,6 +228,7 @@ def lead_claim(*, lead: Lead, sdr: User, now: datetime | None = None) -> Assignm
         (assignment,) = _assign_rows(
             pairs=[(lead.pk, sdr.pk)], via=Assignment.Via.CLAIM, by=sdr, now=now, settings_row=s
         )
+        _tasks_follow({lead.pk: sdr.pk})
     _leads_dirty([lead.pk], now)
     return assignment
 
@@ -266,8 +267,18 @@ def leads_assign(
             Lead.objects.filter(pk__in=sdr_leads).update(owner_id=sdr_id, updated_at=now)
         _end_open(lead_ids=locked, reason=Assignment.End.REASSIGNED, now=now)
         _assign_rows(pairs=pairs, via=via, by=by, now=now, settings_row=s)
+        _tasks_follow(dict(pairs))
     _leads_dirty(locked, now)
     return dict(pairs)
+
+
+def _tasks_follow(lead_owners: dict[int, int]) -> None:
+    """The open staff and call tasks of the leads go to their new owner."""
+    from channels.calls import call_tasks_reassign
+    from sequences.services import tasks_reassign
+
+    tasks_reassign(lead_owners=lead_owners)
+    call_tasks_reassign(lead_owners=lead_owners)
 
 
 def leads_reassign(*, lead_ids: Iterable[int], sdr: User, by: User, now: datetime | None = None) -> int:
@@ -555,6 +566,7 @@ def _local(at: datetime, s: WorkspaceSettings) -> str:
 
 @dataclass
 class _Counts:
+    ended: int = 0
     followed_up: int = 0
     warned: int = 0
     breached: int = 0
@@ -573,6 +585,7 @@ def workspace_tick(now: datetime) -> dict[str, int]:
     after a breach, penalty periods, auto-assignment of hot leads left unclaimed, WeCom forwarding."""
     s = workspace_settings_get()
     counts = _Counts()
+    counts.ended = _assignments_end_stale(now)
     counts.followed_up = _followups_find(now)
     soon = now + timedelta(minutes=s.warn_before_minutes)
     # Most minutes no deadline is near: one indexed look instead of three (a breach is due before `soon`).
@@ -587,6 +600,23 @@ def workspace_tick(now: datetime) -> dict[str, int]:
 
         counts.forwarded = notifications_forward(now=now)
     return counts.as_dict()
+
+
+def _assignments_end_stale(now: datetime) -> int:
+    """Assignments whose lead moved on outside the workspace end: qualified, won or lost by the CRM's
+    write-back (`sql`, or `released` for won/lost), or given another owner (the API, the admin)."""
+    open_rows = Assignment.objects.filter(ended_at__isnull=True)
+    ended = open_rows.filter(lead__stage=Stage.SQL).update(ended_at=now, end_reason=Assignment.End.SQL)
+    ended += open_rows.filter(lead__stage__in=(Stage.WON, Stage.LOST)).update(
+        ended_at=now, end_reason=Assignment.End.RELEASED
+    )
+    moved = Lead.objects.filter(pk=OuterRef("lead_id"), owner_id=OuterRef("sdr_id"))
+    ended += (
+        Assignment.objects.filter(ended_at__isnull=True)
+        .exclude(Exists(moved))
+        .update(ended_at=now, end_reason=Assignment.End.REASSIGNED)
+    )
+    return ended
 
 
 def _followups_find(now: datetime) -> int:

@@ -195,3 +195,33 @@ def test_reassign_due_uses_working_hours_after_the_deadline(sdr_a, sdr_b, manage
     a.refresh_from_db()
     assert a.reassign_at == at("2026-12-14 14:00")
     assert a.reassign_at - a.first_touch_due == timedelta(hours=4)
+
+
+def test_a_crm_write_back_or_another_owner_ends_the_assignment_and_its_clock(sdr_a, sdr_b, manager):
+    from leads.services import lead_stage_set, lead_update
+
+    won, moved = hot_lead(), hot_lead()
+    claim_at(won, sdr_a, at("2026-12-07 10:00"))
+    claim_at(moved, sdr_a, at("2026-12-07 10:00"))
+    lead_stage_set(lead=won, stage="sql", reason="CRM: opportunity", actor="crm", now=at("2026-12-07 11:00"))
+    lead_update(lead=moved, data={"owner": sdr_b}, now=at("2026-12-07 11:00"))
+    assert workspace_tick(at("2026-12-07 11:01"))["ended"] == 2
+    assert Assignment.objects.get(lead=won).end_reason == "sql"
+    assert Assignment.objects.get(lead=moved).end_reason == "reassigned"
+    workspace_tick(at("2026-12-07 15:00"))  # past the deadline: nobody is flagged for leads no longer theirs
+    assert not Assignment.objects.filter(breached_at__isnull=False).exists()
+
+
+def test_open_tasks_follow_the_lead_to_its_new_sdr(sdr_a, sdr_b, manager):
+    from channels.models import CallTask
+    from workspace.services import leads_reassign
+
+    lead = hot_lead()
+    claim_at(lead, sdr_a, at("2026-12-07 10:00"))
+    task = CallTask.objects.create(
+        lead=lead, assignee=sdr_a, due_at=at("2026-12-08 10:00"), script="确认预算"
+    )
+    with time_machine.travel(at("2026-12-07 11:00"), tick=False):
+        leads_reassign(lead_ids=[lead.pk], sdr=sdr_b, by=manager)
+    task.refresh_from_db()
+    assert task.assignee == sdr_b
