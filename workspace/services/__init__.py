@@ -1,0 +1,73 @@
+"""The SDR workspace's writes: assignment (claim, round-robin, by the manager), the SLA (follow-up,
+warning, breach, escalation, reassignment, penalties), the SDR's actions on a lead, the inbox.
+
+Every write that the tick or two browsers can race on is a conditional UPDATE or runs under a row lock,
+and one lead has at most one open assignment (a partial unique index), so nothing is assigned twice."""
+
+from workspace.services.actions import (
+    call_task_snooze,
+    followups_mark,
+    lead_bant_set,
+    lead_call_log,
+    lead_close,
+    lead_mark_sql,
+    lead_note_add,
+    lead_return_to_nurture,
+    task_done_by,
+    task_snooze_by,
+)
+from workspace.services.assignment import lead_claim, lead_release, leads_assign, leads_reassign
+from workspace.services.common import (
+    CLOSED_STAGES,
+    FOLLOW_UP_EVENTS,
+    SQL_MIN_BANT,
+    ClaimLost,
+    WorkspaceError,
+    hot_queue_leads,
+    lead_label,
+    notifications_add,
+    notifications_read,
+    sdrs_for_round_robin,
+    sdrs_managers,
+    sdrs_penalised,
+    sdrs_team,
+    sla_first_touch_due,
+    work_calendar,
+    workspace_settings_get,
+)
+from workspace.services.sla import assignment_for, workspace_tick
+
+__all__ = [
+    "CLOSED_STAGES",
+    "FOLLOW_UP_EVENTS",
+    "SQL_MIN_BANT",
+    "ClaimLost",
+    "WorkspaceError",
+    "assignment_for",
+    "call_task_snooze",
+    "followups_mark",
+    "hot_queue_leads",
+    "lead_bant_set",
+    "lead_call_log",
+    "lead_claim",
+    "lead_close",
+    "lead_label",
+    "lead_mark_sql",
+    "lead_note_add",
+    "lead_release",
+    "lead_return_to_nurture",
+    "leads_assign",
+    "leads_reassign",
+    "notifications_add",
+    "notifications_read",
+    "sdrs_for_round_robin",
+    "sdrs_managers",
+    "sdrs_penalised",
+    "sdrs_team",
+    "sla_first_touch_due",
+    "task_done_by",
+    "task_snooze_by",
+    "work_calendar",
+    "workspace_settings_get",
+    "workspace_tick",
+]
