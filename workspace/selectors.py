@@ -429,7 +429,7 @@ class TeamRow:
 def team_table(*, now: datetime, days: int = 30) -> list[TeamRow]:
     """Per SDR over the last `days`: assignments, followed up within the SLA (%), breaches, SQLs, returns by
     reason; open leads and overdue now. One query per figure, not per SDR."""
-    from leads.models import StageChange
+    from leads.models import RecycleReason, StageChange
     from workspace.models import SdrProfile
     from workspace.services import sdrs_team
 
@@ -456,8 +456,13 @@ def team_table(*, now: datetime, days: int = 30) -> list[TeamRow]:
     changes = StageChange.objects.filter(at__gte=since, by_id__in=list(rows))
     for r in changes.filter(to_stage="sql").values("by_id").annotate(n=Count("pk")):
         rows[r["by_id"]].sqls = r["n"]
+    labels = dict(RecycleReason.objects.values_list("code", "label"))
+    labels["unreachable"] = str(Assignment.End.UNREACHABLE.label)
     for r in changes.filter(to_stage="recycled").values("by_id", "reason").annotate(n=Count("pk")):
-        rows[r["by_id"]].returns[r["reason"] or "-"] = r["n"]
+        code = (r["reason"] or "-").split(":", 1)[0].strip()  # "unreachable: 空号" counts as unreachable
+        label = labels.get(code, code)
+        returns = rows[r["by_id"]].returns
+        returns[label] = returns.get(label, 0) + r["n"]
     for p in SdrProfile.objects.filter(user_id__in=list(rows)):
         rows[p.user_id].penalty_until = p.penalty_until if p.penalty_until and p.penalty_until > now else None
         rows[p.user_id].available = p.available

@@ -341,7 +341,6 @@ def team(request: HttpRequest) -> HttpResponse:
     except ValueError:
         days = 30
     rows = selectors.team_table(now=now, days=days)
-    reasons = dict(RecycleReason.objects.values_list("code", "label"))
     overdue = (
         Assignment.objects.filter(ended_at__isnull=True, followed_up_at__isnull=True, first_touch_due__lt=now)
         .select_related("lead", "sdr")
@@ -355,7 +354,6 @@ def team(request: HttpRequest) -> HttpResponse:
             "nav": "team",
             "rows": rows,
             "days": days,
-            "reasons": reasons,
             "overdue": overdue,
             "team": [r.sdr for r in rows],
             "now": now,

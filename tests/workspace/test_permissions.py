@@ -110,3 +110,19 @@ def test_manager_reassigns_from_the_team_page_and_the_sdrs_are_told(client_for, 
     # A's inbox says so; A no longer reads the lead.
     assert "周杰" in client_for(sdr_a).get(reverse("workspace:inbox")).content.decode()
     assert client_for(sdr_a).get(reverse("workspace:lead", args=[lead.pk])).status_code == 403
+
+
+def test_the_team_table_counts_what_each_sdr_did(client_for, sdr_a, sdr_b, manager):
+    from leads.models import RecycleReason
+    from workspace.services import lead_mark_sql, lead_return_to_nurture
+
+    qualified, returned, late = hot_lead(), hot_lead(), hot_lead()
+    for lead in (qualified, returned):
+        lead_claim(lead=lead, sdr=sdr_a)
+    lead_claim(lead=late, sdr=sdr_b)
+    lead_mark_sql(lead=qualified, by=sdr_a, override_reason="老板拍板")
+    lead_return_to_nurture(lead=returned, by=sdr_a, reason=RecycleReason.objects.get(code="no_budget"))
+    body = client_for(manager).get(reverse("workspace:team"), HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    row_a = body.split('data-sdr="sdr_a"')[1].split("</tr>")[0]
+    assert "暂无预算 1" in row_a
+    assert "100%" in row_a  # both followed up (qualified, returned) within the SLA
