@@ -96,3 +96,27 @@ def test_bench_dispatch_quick_reports_the_figures_and_sends_each_touch_once():
             "SELECT count(*) FROM pg_database WHERE datname LIKE %s", [f"%\\_bench\\_{os.getpid()}%"]
         )
         assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the bench runs on PostgreSQL only")
+def test_bench_workspace_quick_reports_the_pages_and_their_queries():
+    out = StringIO()
+    call_command("bench", "workspace", "--quick", stdout=out, stderr=StringIO())
+    text = out.getvalue()
+    for label in (
+        "the hot queue as an SDR",
+        "the hot queue ?industry=制造",
+        "lead page, hot lead with 2,0",  # 2,000 generated on top of its share of the random events
+        "lead page, typical lead (10 events)",
+        "the team page as a manager",
+        "lead page queries, long history ÷ typical",
+    ):
+        assert label in text, text
+    assert "FAILED" not in text, text  # every page answered 200 (a failure also raises CommandError)
+    assert "SQL queries taking" in text, text
+    assert "_bench_" not in connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE %s", [f"%\\_bench\\_{os.getpid()}"]
+        )
+        assert cursor.fetchone()[0] == 0

@@ -206,7 +206,6 @@ class QueuePage:
     total: int
     page: int
     pages: int
-    newest_hot: datetime | None = None
     facets: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -254,16 +253,16 @@ FACETS_SECONDS = 300
 
 
 def queue_facets() -> dict[str, list[Any]]:
-    """The choices of the queue's filters: industries and sources among hot and warm leads, the active
-    pools. Kept five minutes in the cache: scanning every warm lead for each page view is not needed to
-    offer a new industry in a drop-down a few minutes late."""
+    """The choices of the queue's filters: industries and sources among hot leads, the active pools. Kept
+    five minutes in the cache: a new industry may reach the drop-down a few minutes late."""
     from django.core.cache import cache
 
     return cache.get_or_set("workspace:queue-facets", _queue_facets, FACETS_SECONDS)
 
 
 def _queue_facets() -> dict[str, list[Any]]:
-    hot = hot_queue("any")
+    # Hot leads only: the warm ones are a quarter of a million at a million leads (0.7 s a facet).
+    hot = hot_queue("hot")
     return {
         "industries": sorted(set(hot.exclude(industry="").values_list("industry", flat=True).distinct()))[
             :50
@@ -271,14 +270,6 @@ def _queue_facets() -> dict[str, list[Any]]:
         "sources": sorted(set(hot.exclude(source="").values_list("source", flat=True).distinct()))[:50],
         "pools": list(Pool.objects.filter(active=True).values_list("slug", "name")),
     }
-
-
-def queue_newest(*, user: Any) -> tuple[int, int]:
-    """What the queue's poll compares: how many leads are in the user's hot queue and the newest one's id."""
-    from django.db.models import Max
-
-    agg = queue_leads(user=user, filters=QueueFilters()).aggregate(n=Count("pk"), top=Max("pk"))
-    return agg["n"] or 0, agg["top"] or 0
 
 
 def hot_reasons(*, lead_ids: list[int], now: datetime) -> dict[int, str]:

@@ -108,17 +108,16 @@ class LoginView(auth_views.LoginView):
 @workspace_member
 def queue(request: HttpRequest) -> HttpResponse:
     filters = selectors.QueueFilters.of(request.GET)
-    page = selectors.queue_page(user=request.user, filters=filters, page=_page(request), now=timezone_now())
-    count, newest = selectors.queue_newest(user=request.user)
+    now = timezone_now()
+    page = selectors.queue_page(user=request.user, filters=filters, page=_page(request), now=now)
     context = {
         **_common(request),
         "nav": "queue",
         "filters": filters,
         "page": page,
         "facets": selectors.queue_facets(),
-        "poll_count": count,
-        "poll_newest": newest,
-        "now": timezone_now(),
+        "poll_since": int(now.timestamp()),
+        "now": now,
         "team": list(services.sdrs_team().order_by("username"))
         if selectors.user_is_manager(request.user)
         else [],
@@ -130,15 +129,16 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 @workspace_member
 def queue_poll(request: HttpRequest) -> HttpResponse:
-    """Polled by the queue page: a banner when the hot queue changed since the page was drawn, and the
-    rows redrawn (so a new hot lead appears without a reload)."""
-    count, newest = selectors.queue_newest(user=request.user)
+    """Polled by the queue page: the rows redrawn (a new hot lead appears without a reload), with a banner
+    while the page shows leads that turned hot since it was first drawn."""
+    now = timezone_now()
     try:
-        seen = int(request.GET.get("newest", "0"))
+        since = int(request.GET.get("since", ""))
     except ValueError:
-        seen = 0
+        since = int(now.timestamp())
     filters = selectors.QueueFilters.of(request.GET)
-    page = selectors.queue_page(user=request.user, filters=filters, page=_page(request), now=timezone_now())
+    page = selectors.queue_page(user=request.user, filters=filters, page=_page(request), now=now)
+    arrived = any(row.hot_since is not None and row.hot_since.timestamp() > since for row in page.rows)
     return render(
         request,
         "workspace/_queue_poll.html",
@@ -146,11 +146,10 @@ def queue_poll(request: HttpRequest) -> HttpResponse:
             **_common(request),
             "filters": filters,
             "page": page,
-            "new_arrivals": newest > seen,
-            "poll_count": count,
-            # The banner stays until a reload: the poll keeps comparing with what the page first showed.
-            "poll_newest": seen or newest,
-            "now": timezone_now(),
+            "new_arrivals": arrived,
+            # The banner stays until a reload: the poll keeps comparing with when the page was drawn.
+            "poll_since": since,
+            "now": now,
         },
     )
 

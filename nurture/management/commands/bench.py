@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from nurture.bench.database import bench_database, bench_database_refuse_unless_postgresql
 from nurture.bench.dispatch import DispatchSizes, bench_dispatch
 from nurture.bench.ingest import IngestSizes, bench_ingest, bench_settings
 from nurture.bench.pools import PoolsSizes, bench_pools
 from nurture.bench.report import API_NOTE, report_table, results_append, results_section
+from nurture.bench.workspace import WorkspaceSizes, bench_workspace
 
 QUICK = IngestSizes(leads=2_000, events=2_000, list_leads=20_000, naive_sample=200, list_repeat=5)
 QUICK_POOLS = PoolsSizes(leads=2_000, events=20_000, dirty=200, loop=200)
@@ -23,6 +24,12 @@ DISPATCH_NOTE = (
     "read the figures as a lower bound of what an idle machine does."
 )
 QUICK_DISPATCH = DispatchSizes(touches=2_000, leads=2_000, events=2_000, enrollments=200, enroll=200)
+QUICK_WORKSPACE = WorkspaceSizes(leads=2_000, events=20_000, long_events=2_000, repeat=5)
+WORKSPACE_NOTE = (
+    "Each GET goes through Django's test client in-process (`force_login`: session, middleware, views, "
+    "templates), no socket or HTTP server; the queries are counted on one extra GET "
+    "(CaptureQueriesContext), not on the timed ones."
+)
 
 
 class Command(BaseCommand):
@@ -31,24 +38,29 @@ class Command(BaseCommand):
         "tag-filtered lead list over a big table, each beside the naive way. `pools`: full and "
         "incremental evaluation of the default pools over generated leads and events. `dispatch`: due "
         "touches sent by worker processes (rate, duplicates, lost), the idle tick, enrolling a pool's new "
-        "members. Runs on a database it creates and drops; PostgreSQL only."
+        "members. `workspace`: the SDR workspace's hot queue, lead page and team page over generated leads "
+        "and events. Runs on a database it creates and drops; PostgreSQL only."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("suite", choices=["ingest", "pools", "dispatch"], help="what to measure")
+        parser.add_argument(
+            "suite", choices=["ingest", "pools", "dispatch", "workspace"], help="what to measure"
+        )
         parser.add_argument(
             "--leads",
             type=int,
             default=None,
             help=f"ingest: leads to bulk upsert ({IngestSizes.leads:,}); pools: leads generated "
-            f"({PoolsSizes.leads:,}); dispatch: leads under the idle tick ({DispatchSizes.leads:,})",
+            f"({PoolsSizes.leads:,}); dispatch: leads under the idle tick ({DispatchSizes.leads:,}); "
+            f"workspace: leads generated ({WorkspaceSizes.leads:,})",
         )
         parser.add_argument(
             "--events",
             type=int,
             default=None,
             help=f"ingest: events to post ({IngestSizes.events:,}); pools: events generated "
-            f"({PoolsSizes.events:,}); dispatch: events under the idle tick ({DispatchSizes.events:,})",
+            f"({PoolsSizes.events:,}); dispatch: events under the idle tick ({DispatchSizes.events:,}); "
+            f"workspace: events generated ({WorkspaceSizes.events:,})",
         )
         parser.add_argument(
             "--touches", type=int, default=DispatchSizes.touches, help="dispatch: due touches sent"
@@ -77,7 +89,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--naive-sample", type=int, default=IngestSizes.naive_sample, help="rows the naive way handles"
         )
-        parser.add_argument("--repeat", type=int, default=IngestSizes.list_repeat, help="list requests timed")
+        parser.add_argument(
+            "--repeat",
+            type=int,
+            default=IngestSizes.list_repeat,
+            help="ingest: list requests timed; workspace: GETs timed per page",
+        )
         parser.add_argument("--skip-naive", action="store_true", help="measure only our way")
         parser.add_argument(
             "--http",
@@ -104,6 +121,8 @@ class Command(BaseCommand):
             return self._pools(options)
         if options["suite"] == "dispatch":
             return self._dispatch(options)
+        if options["suite"] == "workspace":
+            return self._workspace(options)
         options["leads"] = options["leads"] or IngestSizes.leads
         options["events"] = options["events"] or IngestSizes.events
         if options["quick"]:
@@ -193,6 +212,33 @@ class Command(BaseCommand):
             )
         log(f"bench database {name} dropped")
         self.stdout.write(report_table(report))
+        if options["write_results"]:
+            results_append(options["results_file"], section)
+            self.stdout.write(f"appended to {options['results_file']}")
+        return ""
+
+    def _workspace(self, options: dict[str, Any]) -> str:
+        if options["quick"]:
+            sizes = QUICK_WORKSPACE
+        else:
+            sizes = WorkspaceSizes(
+                leads=options["leads"] or WorkspaceSizes.leads,
+                events=options["events"] if options["events"] is not None else WorkspaceSizes.events,
+                repeat=options["repeat"],
+            )
+        log = self._log(options)
+        with bench_database() as name, bench_settings():
+            log(f"bench database {name} created and migrated")
+            report, failures = bench_workspace(sizes=sizes, log=log)
+            section = results_section(
+                report, command=" ".join(["manage.py", *sys.argv[1:]]), suite="workspace", note=WORKSPACE_NOTE
+            )
+        log(f"bench database {name} dropped")
+        self.stdout.write(report_table(report))
+        self.stdout.write(WORKSPACE_NOTE)
+        if failures:
+            # A page that does not answer 200 measured nothing: no results appended, a clear error.
+            raise CommandError("bench workspace: " + "; ".join(failures))
         if options["write_results"]:
             results_append(options["results_file"], section)
             self.stdout.write(f"appended to {options['results_file']}")
