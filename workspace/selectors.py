@@ -111,6 +111,22 @@ def lead_actionable(*, user: Any, lead: Lead) -> bool:
 # --- The queue.
 
 QUEUE_PAGE = 50
+QUEUE_COLUMNS = (
+    "name",
+    "company",
+    "title",
+    "industry",
+    "source",
+    "phone",
+    "score",
+    "temperature",
+    "stage",
+    "last_inbound_at",
+    "last_event_at",
+    "owner__username",
+    "owner__first_name",
+    "owner__last_name",
+)
 # Behaviour of the last days that explains a hot score.
 REASON_DAYS = 14
 
@@ -221,6 +237,8 @@ def queue_page(*, user: Any, filters: QueueFilters, page: int = 1, now: datetime
     signal = Coalesce("last_inbound_at", "last_event_at")
     leads = list(
         rows.select_related("owner")
+        # The columns a row shows: the sort carries every selected column of ~15k hot leads (properties too).
+        .only(*QUEUE_COLUMNS)
         .annotate(
             last_signal=signal,
             hot_since=Subquery(LeadScore.objects.filter(lead=OuterRef("pk")).values("hot_since")[:1]),
