@@ -39,8 +39,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture
-def page(monkeypatch):
-    """A headless Chromium page with English as the browser language."""
+def browser(monkeypatch):
+    """Headless Debian Chromium; a test opens its own contexts (viewport, locale) or takes `page`."""
     # Playwright's sync API runs an event loop in this thread; the ORM calls of fixtures are still safe.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright
@@ -51,10 +51,18 @@ def page(monkeypatch):
             headless=True,
             args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
         )
-        context = browser.new_context(locale="en-US")
-        context.set_default_timeout(15_000)
         try:
-            yield context.new_page()
+            yield browser
         finally:
-            context.close()
             browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A headless Chromium page with English as the browser language."""
+    context = browser.new_context(locale="en-US")
+    context.set_default_timeout(15_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -47,25 +47,6 @@ SECRET = "crm-shared-secret"
 WHITEPAPER = "线上获客白皮书"
 
 
-@pytest.fixture
-def browser(monkeypatch):
-    """Headless Debian Chromium; tests open their own contexts (viewport, zh-CN locale)."""
-    # Playwright's sync API runs an event loop in this thread; the ORM calls of the test are still safe.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 def _page(browser, viewport: dict[str, int]):
     context = browser.new_context(locale="zh-CN", viewport=viewport, device_scale_factor=1)
     context.set_default_timeout(15_000)
