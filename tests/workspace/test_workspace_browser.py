@@ -41,7 +41,6 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "test-artifacts"
-README_SHOT = ROOT / "docs" / "screenshots" / "workspace-queue.png"
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 SECRET = "crm-shared-secret"
 WHITEPAPER = "线上获客白皮书"
@@ -182,9 +181,6 @@ def test_an_sdr_claims_a_hot_lead_works_it_and_marks_it_sql(
         expect(claim).to_be_in_viewport()
         _no_horizontal_overflow(page, width)
         _shot(page, f"workspace-queue-{device}.png")
-        if device == "desktop":
-            README_SHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(README_SHOT))
 
         claim.click()
         page.wait_for_url(f"{base}/workspace/leads/{lead.pk}/")
