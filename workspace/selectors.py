@@ -25,7 +25,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from leads.models import Event, Lead, Pool, PoolMembership, Temperature
+from leads.models import Event, Lead, Pool, PoolMembership
 from leads.selectors import timeline_source
 from workspace.models import Assignment, LeadNote
 from workspace.people import person_name
@@ -163,13 +163,10 @@ class QueueFilters:
 
 
 def hot_queue(temperature: str = "hot") -> QuerySet[Lead]:
-    """Leads an SDR works: hot (or the chosen temperature), contactable, not qualified or closed."""
-    from workspace.services import CLOSED_STAGES
+    """Leads an SDR works (the services' one definition)."""
+    from workspace.services import hot_queue_leads
 
-    rows = Lead.objects.filter(do_not_contact=False).exclude(stage__in=CLOSED_STAGES)
-    if temperature == "any":
-        return rows.filter(temperature__in=(Temperature.HOT, Temperature.WARM))
-    return rows.filter(temperature=temperature)
+    return hot_queue_leads(temperature)
 
 
 def queue_leads(*, user: Any, filters: QueueFilters) -> QuerySet[Lead]:

@@ -186,8 +186,10 @@ def _local(at: datetime, s: WorkspaceSettings) -> str:
     return at.astimezone(ZoneInfo(s.timezone)).strftime("%m-%d %H:%M")
 
 
-def hot_queue_leads() -> QuerySet[Lead]:
-    """The leads of the hot queue, owned or not."""
-    return Lead.objects.filter(temperature=Temperature.HOT, do_not_contact=False).exclude(
-        stage__in=CLOSED_STAGES
-    )
+def hot_queue_leads(temperature: str = Temperature.HOT) -> QuerySet[Lead]:
+    """The leads SDRs work, owned or not: hot (or warm, or "any" of both), contactable, not qualified or
+    closed. The queue page and the claim read this one definition."""
+    rows = Lead.objects.filter(do_not_contact=False).exclude(stage__in=CLOSED_STAGES)
+    if temperature == "any":
+        return rows.filter(temperature__in=(Temperature.HOT, Temperature.WARM))
+    return rows.filter(temperature=temperature)
