@@ -175,7 +175,12 @@ class Event(models.Model):
 
 
 class StageChange(models.Model):
-    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="stage_changes")
+    # No foreign-key constraint in the database and no index of its own (`stagechange_lead_at` leads with
+    # the lead): the first evaluation of the MIL pool over an existing base writes one row per lead,
+    # and the per-row check at commit cost more than the row. Deletes cascade in the ORM as usual.
+    lead = models.ForeignKey(
+        Lead, on_delete=models.CASCADE, related_name="stage_changes", db_constraint=False, db_index=False
+    )
     from_stage = models.CharField(_("from"), max_length=16, choices=Stage.choices, blank=True, default="")
     to_stage = models.CharField(_("to"), max_length=16, choices=Stage.choices)
     reason = models.CharField(_("reason"), max_length=255, blank=True, default="")
@@ -311,8 +316,17 @@ class Pool(models.Model):
 class PoolMembership(models.Model):
     """A stay of a lead in a pool; leaving closes the row, rejoining opens a new one."""
 
-    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="pool_memberships")
-    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="memberships")
+    # No foreign-key constraints in the database: a first evaluation over an existing base opens a row per
+    # member (2.5M at a million leads), and checking two constraints per row at commit took longer than
+    # writing the rows. The rows are only written by `INSERT … SELECT` from the lead table; deletes
+    # cascade in the ORM, and a row left by a lead deleted during an evaluation is closed by the next
+    # full pass (its lead is no longer a member). The pool's own index is `poolmembership_joined`.
+    lead = models.ForeignKey(
+        Lead, on_delete=models.CASCADE, related_name="pool_memberships", db_constraint=False
+    )
+    pool = models.ForeignKey(
+        Pool, on_delete=models.CASCADE, related_name="memberships", db_constraint=False, db_index=False
+    )
     joined_at = models.DateTimeField(_("joined at"))
     left_at = models.DateTimeField(_("left at"), null=True, blank=True)
 

@@ -95,11 +95,13 @@ class ScoreEntry(models.Model):
 
     # No foreign-key constraints in the database: a rebuild writes millions of entries, and checking three
     # constraints per row at commit took longer than writing them. Deletes cascade in the ORM as usual.
+    # Nor indexes of their own: `scoreentry_lead_at` leads with the lead, `scoreentry_rule_event` with
+    # the rule (each index is written for every entry of a rebuild).
     lead = models.ForeignKey(
-        Lead, on_delete=models.CASCADE, related_name="score_entries", db_constraint=False
+        Lead, on_delete=models.CASCADE, related_name="score_entries", db_constraint=False, db_index=False
     )
     rule = models.ForeignKey(
-        ScoringRule, on_delete=models.CASCADE, related_name="entries", db_constraint=False
+        ScoringRule, on_delete=models.CASCADE, related_name="entries", db_constraint=False, db_index=False
     )
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     points = models.IntegerField(_("points"))
