@@ -460,11 +460,23 @@ def _size_after(*, pool: Pool, kind: str, outcome: Outcome) -> int:
         return outcome.members
     if kind == PoolRun.Kind.INCREMENTAL:
         # The latest run of each kind through the (pool, kind, started_at) index (one query), the later.
-        runs = PoolRun.objects.filter(pool=pool).order_by("-started_at").values("started_at", "size")
-        full, incremental = (runs.filter(kind=kind)[:1] for kind in PoolRun.Kind.values)
-        previous = max(full.union(incremental, all=True), key=lambda r: r["started_at"], default=None)
+        runs = PoolRun.objects.filter(pool=pool).order_by("-started_at")
+        latest = {
+            f"{kind}_{field}": Subquery(runs.filter(kind=kind).values(field)[:1])
+            for kind in PoolRun.Kind.values
+            for field in ("started_at", "size")
+        }
+        row = Pool.objects.filter(pk=pool.pk).values(**latest).first() or {}
+        previous = max(
+            (
+                (row[f"{kind}_started_at"], row[f"{kind}_size"])
+                for kind in PoolRun.Kind.values
+                if row.get(f"{kind}_size") is not None
+            ),
+            default=None,
+        )
         if previous is not None:
-            return max(previous["size"] + outcome.joined - outcome.left, 0)
+            return max(previous[1] + outcome.joined - outcome.left, 0)
     return PoolMembership.objects.filter(pool=pool, left_at__isnull=True).count()
 
 

@@ -91,7 +91,16 @@ class ScoringRule(models.Model):
 
 
 class ScoreEntry(models.Model):
-    """The ledger: points a behaviour rule gave for one event, after caps (before decay)."""
+    """The ledger: one event a behaviour rule counts, with what it earns after caps (before decay).
+
+    What an entry earns is worked out when scores are computed, from the rule as it is then
+    (`scoring.services.entry_points_sql`): `n` is the event's place among the rule's events of the
+    lead's local day, so the rule's points and day cap give its share, and editing either rescores
+    without rewriting a ledger entry. A rule with a cap in total depends on every earlier event
+    (a running sum), so its entries keep the points computed when they were written (`points`), and
+    editing its points or caps rewrites them. `n` is empty on entries written before it existed: they
+    count their `points` until the next rebuild (due by migration 0005).
+    """
 
     # No foreign-key constraints in the database: a rebuild writes millions of entries, and checking three
     # constraints per row at commit took longer than writing them. Deletes cascade in the ORM as usual.
@@ -104,7 +113,15 @@ class ScoreEntry(models.Model):
         ScoringRule, on_delete=models.CASCADE, related_name="entries", db_constraint=False, db_index=False
     )
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+", db_constraint=False)
-    points = models.IntegerField(_("points"))
+    points = models.IntegerField(
+        _("points"), help_text=_("after caps, as computed when the entry was written")
+    )
+    n = models.PositiveIntegerField(
+        _("event of the day"),
+        null=True,
+        blank=True,
+        help_text=_("its place among the rule's events of that day"),
+    )
     at = models.DateTimeField(_("earned at"))
 
     class Meta:

@@ -1,4 +1,4 @@
-"""Reads of scoring: the explanation of one lead's score."""
+"""Reads of scoring: the explanation of one lead's score, and what leads earned by rule lately."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.utils.timezone import is_naive, make_aware
 from leads.models import Event, Lead
 from leads.rules import rule_compile
 from scoring.models import LeadScore, ScoreEntry, ScoringRule
-from scoring.services import Scope, _decayed_sql, scores_select, scoring_settings_get
+from scoring.services import Scope, _decayed_sql, entry_points_sql, scores_select, scoring_settings_get
 
 ENTRIES_SHOWN = 50
 
@@ -106,11 +106,14 @@ def score_explain(*, lead: Lead, now: datetime) -> ScoreExplanation:
     entries = ScoreEntry._meta.db_table
     rules = ScoringRule._meta.db_table
     with connection.cursor() as cursor:
+        # The entries that earn something under the rules as they are now (a day's events past its cap
+        # are kept in the ledger with nothing to earn).
+        earning = f"({entry_points_sql()}) <> 0"
         cursor.execute(
             f"SELECT r.id, r.name, r.event_type, r.points, r.half_life_days, r.cap_per_day, r.cap_total, "
-            f"COUNT(*), SUM(se.points), SUM({_decayed_sql()}), MAX(se.at) "
+            f"COUNT(*), SUM({entry_points_sql()}), SUM({_decayed_sql()}), MAX(se.at) "
             f"FROM {entries} se JOIN {rules} r ON r.id = se.rule_id "
-            f"WHERE se.lead_id = %s AND r.active AND se.at <= %s "
+            f"WHERE se.lead_id = %s AND r.active AND se.at <= %s AND {earning} "
             f"GROUP BY r.id, r.name, r.event_type, r.points, r.half_life_days, r.cap_per_day, r.cap_total "
             f"ORDER BY SUM({_decayed_sql()}) DESC, r.id",
             [at, lead.pk, at, at],
@@ -145,10 +148,11 @@ def score_explain(*, lead: Lead, now: datetime) -> ScoreExplanation:
             )
         explanation.entries_total = sum(item["events"] for item in explanation.behaviour_rules)
         cursor.execute(
-            f"SELECT se.rule_id, r.name, se.event_id, e.type, se.at, se.points, {_decayed_sql()} "
+            f"SELECT se.rule_id, r.name, se.event_id, e.type, se.at, {entry_points_sql()}, {_decayed_sql()} "
             f"FROM {entries} se JOIN {rules} r ON r.id = se.rule_id "
             f"JOIN {Event._meta.db_table} e ON e.id = se.event_id "
-            f"WHERE se.lead_id = %s AND r.active AND se.at <= %s ORDER BY se.at DESC, se.id DESC LIMIT %s",
+            f"WHERE se.lead_id = %s AND r.active AND se.at <= %s AND {earning} "
+            f"ORDER BY se.at DESC, se.id DESC LIMIT %s",
             [at, lead.pk, at, ENTRIES_SHOWN],
         )
         explanation.entries = [
@@ -168,9 +172,44 @@ def score_explain(*, lead: Lead, now: datetime) -> ScoreExplanation:
 
 def _as_datetime(value: Any) -> Any:
     """Raw SQL on SQLite returns datetimes as UTC text; make them what the ORM would return."""
-    if value is None or isinstance(value, datetime):
+    if value is None:
         return value
+    if isinstance(value, datetime):
+        return make_aware(value, UTC) if is_naive(value) else value
     parsed = parse_datetime(str(value))
     if parsed is not None and is_naive(parsed):
         parsed = make_aware(parsed, UTC)
     return parsed
+
+
+def earned_by_rule(*, lead_ids: list[int], since: datetime, now: datetime) -> list[dict[str, Any]]:
+    """Per lead and active behaviour rule, the ledger entries that earned points between `since` and
+    `now` (under the rules as they are now): how many (`n`), the points (`points`), the first one
+    (`first`) and the latest event (`last_event`). One query for any number of leads."""
+    if not lead_ids:
+        return []
+    scope_sql, scope_params = Scope(ids=lead_ids).where("se.lead_id")
+    points = entry_points_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT se.lead_id, se.rule_id, COUNT(*), SUM({points}), MIN(se.at), MAX(se.event_id) "
+            f"FROM {ScoreEntry._meta.db_table} se JOIN {ScoringRule._meta.db_table} r ON r.id = se.rule_id "
+            f"WHERE {scope_sql} AND r.active AND se.at >= %s AND se.at <= %s AND ({points}) > 0 "
+            "GROUP BY se.lead_id, se.rule_id",
+            [
+                *scope_params,
+                connection.ops.adapt_datetimefield_value(since),
+                connection.ops.adapt_datetimefield_value(now),
+            ],
+        )
+        return [
+            {
+                "lead_id": lead_id,
+                "rule_id": rule_id,
+                "n": n,
+                "points": int(total),
+                "first": _as_datetime(first),
+                "last_event": last_event,
+            }
+            for lead_id, rule_id, n, total, first, last_event in cursor.fetchall()
+        ]

@@ -13,13 +13,10 @@ from django.db.models import (
     Count,
     Exists,
     F,
-    Max,
-    Min,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
-    Sum,
     Value,
     When,
 )
@@ -291,17 +288,12 @@ def hot_reasons(*, lead_ids: list[int], now: datetime) -> dict[int, str]:
     """Why each lead is hot, in one line: its strongest behaviours of the last days (what it read, how
     often), then the fit rule it meets best — "阅读白皮书《…》 · 3天内访问定价页2次 · 目标行业". Four queries
     for any number of leads."""
-    from scoring.models import ScoreEntry, ScoringRule
+    from scoring.models import ScoringRule
+    from scoring.selectors import earned_by_rule
 
     if not lead_ids:
         return {}
-    since = now - timedelta(days=REASON_DAYS)
-    per_rule = list(
-        ScoreEntry.objects.filter(lead_id__in=lead_ids, at__gte=since, at__lte=now, points__gt=0)
-        .values("lead_id", "rule_id")
-        .annotate(n=Count("pk"), points=Sum("points"), first=Min("at"), last_event=Max("event_id"))
-        .order_by()
-    )
+    per_rule = earned_by_rule(lead_ids=lead_ids, since=now - timedelta(days=REASON_DAYS), now=now)
     rules = {r.pk: r for r in ScoringRule.objects.filter(active=True)}
     by_lead: dict[int, list[dict[str, Any]]] = {}
     for row in per_rule:

@@ -18,7 +18,7 @@ from leads.pools import leads_mark_dirty, pool_evaluate_full, pools_evaluate_dir
 from leads.rules import rule_matches
 from nurture.bench.ingest import Figure, IngestReport
 from nurture.bench.pools_data import pools_data_load
-from nurture.bench.scoring import bench_scores
+from nurture.bench.scoring import bench_rule_recount, bench_scores
 
 Log = Callable[[str], None]
 
@@ -243,6 +243,11 @@ def bench_pools(*, sizes: PoolsSizes, log: Log) -> IngestReport:
             f"with their ledger rebuilt, {totals['joined']:,} joined, {totals['left']:,} left",
         )
     )
+
+    # 5c. Last, as it leaves the ledger with millions of deleted entries: a rule that counts other events.
+    recount = bench_rule_recount(now=now, log=log)
+    if recount is not None:
+        report.figures.append(recount)
 
     # 6. Peak RSS of the process (data generation, evaluation and all).
     report.figures.append(

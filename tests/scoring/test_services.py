@@ -136,6 +136,57 @@ def test_caps_count_per_local_day_and_in_total():
     assert _score(lead).engagement == 12
 
 
+def test_editing_points_or_the_day_cap_rescores_from_the_ledger_as_it_is():
+    views = _behaviour("阅读内容", "content_viewed", 3, cap_per_day=7)
+    lead = LeadFactory()
+    day = datetime(2026, 11, 23, 9, 0, tzinfo=SHANGHAI)
+    _events(lead, *(("content_viewed", day + timedelta(minutes=minute), {}) for minute in (0, 10, 20)))
+    tick(now=NOW)
+    assert _score(lead).score == 7  # 3 + 3 + 1
+    entries = list(ScoreEntry.objects.filter(lead=lead).order_by("at").values_list("pk", "n", "points"))
+    assert [(n, points) for _, n, points in entries] == [(1, 3), (2, 3), (3, 1)]
+
+    def edited(**fields):
+        for name, value in fields.items():
+            setattr(views, name, value)
+        scoring_rule_save(rule=views)
+        assert scores_due_full(now=NOW + timedelta(minutes=1)) == (True, False)
+        tick(now=NOW + timedelta(minutes=1))
+        explanation = score_explain(lead=Lead.objects.get(pk=lead.pk), now=NOW + timedelta(minutes=1))
+        (behaviour,) = explanation.behaviour_rules or [None]
+        return (
+            _score(lead).score,
+            behaviour and (behaviour["events"], behaviour["points"]),
+            [entry["points"] for entry in explanation.entries],
+        )
+
+    assert edited(points=2) == (6, (3, 6), [2, 2, 2])
+    assert edited(cap_per_day=5) == (5, (3, 5), [1, 2, 2])  # newest first: the third view earns 1
+    assert edited(points=5, cap_per_day=3) == (3, (1, 3), [3])  # the second and third earn nothing
+    assert edited(points=-4, cap_per_day=None) == (-12, (3, -12), [-4, -4, -4])
+    # Nothing was rewritten: the entries are the ones written first.
+    assert (
+        list(ScoreEntry.objects.filter(lead=lead).order_by("at").values_list("pk", "n", "points")) == entries
+    )
+
+
+def test_entries_written_before_the_day_ordinal_count_their_own_points():
+    _behaviour("阅读内容", "content_viewed", 3, cap_per_day=7)
+    lead = LeadFactory()
+    _events(
+        lead,
+        ("content_viewed", NOW - timedelta(hours=2), {}),
+        ("content_viewed", NOW - timedelta(hours=1), {}),
+    )
+    tick(now=NOW)
+    ScoreEntry.objects.filter(lead=lead).update(n=None, points=4)
+    scores_recompute_all(now=NOW + timedelta(minutes=1))
+    assert _score(lead).score == 8
+    scores_recompute_all(now=NOW + timedelta(minutes=2), rebuild_ledger=True)
+    assert _score(lead).score == 6
+    assert set(ScoreEntry.objects.filter(lead=lead).values_list("n", "points")) == {(1, 3), (2, 3)}
+
+
 def test_a_late_event_is_capped_in_time_order():
     _behaviour("阅读内容", "content_viewed", 5, cap_per_day=5)
     lead = LeadFactory()
@@ -147,10 +198,14 @@ def test_a_late_event_is_capped_in_time_order():
     # An event of the same morning arrives later (a batch import): it earned the day's points first.
     _events(lead, ("content_viewed", day - timedelta(hours=5), {}))
     tick(now=NOW + timedelta(minutes=1))
-    entries = list(ScoreEntry.objects.filter(lead=lead).order_by("at").values_list("points", flat=True))
-    assert entries == [5]
-    assert ScoreEntry.objects.get(lead=lead).at == day - timedelta(hours=5)
+    # The morning view is the day's first (5 points); the afternoon one is kept as its second, which
+    # earns nothing under this cap (and would if the cap were raised).
+    entries = list(ScoreEntry.objects.filter(lead=lead).order_by("at").values_list("at", "n", "points"))
+    assert entries == [(day - timedelta(hours=5), 1, 5), (day, 2, 0)]
     assert _score(lead).engagement == 5
+    explanation = score_explain(lead=Lead.objects.get(pk=lead.pk), now=NOW + timedelta(minutes=1))
+    assert [(e["at"], e["points"]) for e in explanation.entries] == [(day - timedelta(hours=5), 5)]
+    assert explanation.behaviour_rules[0]["events"] == 1
 
 
 def test_negative_points_lower_the_score():
@@ -224,16 +279,31 @@ def test_editing_thresholds_or_rules_rescores_everyone_at_the_next_tick():
     tick(now=NOW + timedelta(minutes=1))
     assert {Lead.objects.get(pk=lead.pk).temperature for lead in leads} == {"warm"}
 
+    # Points are read from the rule when scores are computed: everyone is rescored, the ledger stays.
     rule.points = 50
     scoring_rule_save(rule=rule)
-    assert scores_due_full(now=NOW + timedelta(minutes=2)) == (True, True)
+    assert scores_due_full(now=NOW + timedelta(minutes=2)) == (True, False)
     tick(now=NOW + timedelta(minutes=2))
-    assert set(ScoreEntry.objects.filter(rule=rule).values_list("points", flat=True)) == {50}
+    assert set(ScoreEntry.objects.filter(rule=rule).values_list("points", flat=True)) == {5}  # as written
     assert {Lead.objects.get(pk=lead.pk).temperature for lead in leads} == {"hot"}
-    assert ScoreRun.objects.filter(kind="full", ledger_rebuilt=True).exists()
+    assert {Lead.objects.get(pk=lead.pk).score for lead in leads} == {50}
 
-    scoring_rules_delete(rules=ScoringRule.objects.filter(pk=rule.pk))
+    # What the rule counts changed: its entries are rebuilt before everyone is rescored.
+    rule.where = {"form": "whitepaper"}
+    scoring_rule_save(rule=rule)
+    assert scores_due_full(now=NOW + timedelta(minutes=3)) == (True, True)
     tick(now=NOW + timedelta(minutes=3))
+    assert not ScoreEntry.objects.filter(rule=rule).exists()
+    assert {Lead.objects.get(pk=lead.pk).temperature for lead in leads} == {"cold"}
+    assert ScoreRun.objects.filter(kind="full", ledger_rebuilt=True).count() == 2
+
+    rule.where = {}
+    scoring_rule_save(rule=rule)
+    tick(now=NOW + timedelta(minutes=4))
+    assert {Lead.objects.get(pk=lead.pk).score for lead in leads} == {50}
+    scoring_rules_delete(rules=ScoringRule.objects.filter(pk=rule.pk))
+    assert scores_due_full(now=NOW + timedelta(minutes=5)) == (True, False)
+    tick(now=NOW + timedelta(minutes=5))
     assert {Lead.objects.get(pk=lead.pk).score for lead in leads} == {0}
 
 
@@ -388,17 +458,38 @@ def test_editing_one_rule_rewrites_only_its_own_entries():
     )
     tick(now=NOW)
     trial_entry = ScoreEntry.objects.get(rule=trial)
+    views_entry = ScoreEntry.objects.get(rule=views)
+    # A points edit rescores from the ledger as it is.
     views.points = 7
     scoring_rule_save(rule=views)
     tick(now=NOW + timedelta(minutes=1))
-    assert ScoreEntry.objects.get(rule=views).points == 7
-    assert ScoreEntry.objects.get(rule=trial).pk == trial_entry.pk  # untouched
     assert Lead.objects.get(pk=lead.pk).score == 27
+    assert ScoreEntry.objects.get(rule=views).points == 3  # not rewritten
+    # A cap in total makes the points depend on earlier events: the rule's entries are rebuilt.
+    views.cap_total = 5
+    scoring_rule_save(rule=views)
+    assert scores_due_full(now=NOW + timedelta(minutes=2)) == (True, True)
+    tick(now=NOW + timedelta(minutes=2))
+    assert ScoreEntry.objects.get(rule=views).points == 5
+    assert ScoreEntry.objects.get(rule=views).pk == views_entry.pk  # updated in place
+    assert ScoreEntry.objects.get(rule=trial).pk == trial_entry.pk  # untouched
+    assert Lead.objects.get(pk=lead.pk).score == 25
+    # Switched off: its entries stop counting; switched on again: rebuilt (events may have come since).
     views.active = False
     scoring_rule_save(rule=views)
-    tick(now=NOW + timedelta(minutes=2))
-    assert not ScoreEntry.objects.filter(rule=views).exists()
+    assert scores_due_full(now=NOW + timedelta(minutes=3)) == (True, False)
+    tick(now=NOW + timedelta(minutes=3))
     assert Lead.objects.get(pk=lead.pk).score == 20
+    _events(lead, ("content_viewed", NOW + timedelta(minutes=3), {}))
+    tick(now=NOW + timedelta(minutes=4))
+    # The new event rebuilt the lead's ledger, of the active rules only.
+    assert not ScoreEntry.objects.filter(rule=views).exists()
+    views.active, views.cap_total = True, None
+    scoring_rule_save(rule=views)
+    assert scores_due_full(now=NOW + timedelta(minutes=5)) == (True, True)
+    tick(now=NOW + timedelta(minutes=5))
+    assert ScoreEntry.objects.filter(rule=views).count() == 2
+    assert Lead.objects.get(pk=lead.pk).score == 34  # 7 + 7 + 20
     # Deleting a lead takes its ledger with it (the ORM cascades; the table has no constraint).
     lead.delete()
     assert not ScoreEntry.objects.exists()
