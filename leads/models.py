@@ -382,6 +382,9 @@ class DirtyLead(models.Model):
     # Marked by new events (or a merge that brought events): its score ledger must be rebuilt; an
     # attribute or tag change alone only rescores it.
     events = models.BooleanField(_("new events"), default=False, db_default=False)
+    # With `events`: the earliest of the new events' times, so the ledger is rebuilt from that local day
+    # on (the days before cannot have changed); empty: from the first event (a merge brought events).
+    events_since = models.DateTimeField(_("new events since"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("lead awaiting evaluation")

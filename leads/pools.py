@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -95,8 +95,9 @@ def _pool_member_q(slug: str, now: datetime) -> Q:
 rule_register_pool_compiler(_pool_member_q)
 
 # Other apps' work on dirty leads (scoring) runs first in each claimed batch, in the same transaction,
-# so the pools read fresh scores. A handler gets the ids, `now` and (`events=`) those of them marked by
-# new events, and returns counts for the report.
+# so the pools read fresh scores. A handler gets the ids, `now`, (`events=`) those of them marked by
+# new events and (`since=`) for those the earliest new event's time when known, and returns counts for
+# the report.
 DirtyHandler = Callable[..., dict[str, int]]
 _DIRTY_HANDLERS: list[DirtyHandler] = []
 
@@ -181,22 +182,43 @@ def pool_target(*, pool: Pool, now: datetime, family: Sequence[Pool] = ()) -> Q:
 # --- Dirty leads: the queue of the incremental evaluation.
 
 
-def leads_mark_dirty(*, lead_ids: Iterable[int], now: datetime | None = None, events: bool = False) -> int:
+def leads_mark_dirty(
+    *,
+    lead_ids: Iterable[int],
+    now: datetime | None = None,
+    events: bool = False,
+    since: Mapping[int, datetime] | None = None,
+) -> int:
     """Queue leads for the next incremental evaluation (one statement; already queued ones stay).
-    `events`: they have new events, so their score ledger is rebuilt too."""
+    `events`: they have new events, so their score ledger is rebuilt too; `since` (lead → the earliest
+    new event's time) lets the rebuild start at that local day, a lead without it is rebuilt whole.
+    Marks of one lead before its evaluation add up: the earliest `since`, none if one had none."""
     ids = sorted({int(i) for i in lead_ids if i is not None})
     if not ids:
         return 0
     at = connection.ops.adapt_datetimefield_value(now or timezone_now())
     table = DirtyLead._meta.db_table
-    conflict = f"DO UPDATE SET events = true WHERE NOT {table}.events" if events else "DO NOTHING"
+    least = "LEAST" if connection.vendor == "postgresql" else "MIN"
+    old, new = f"{table}.events_since", "excluded.events_since"
+    conflict = (
+        f"DO UPDATE SET events = true, events_since = CASE WHEN NOT {table}.events THEN {new} "
+        f"WHEN {old} IS NULL OR {new} IS NULL THEN NULL ELSE {least}({old}, {new}) END "
+        f"WHERE NOT {table}.events OR ({old} IS NOT NULL AND ({new} IS NULL OR {new} < {old}))"
+        if events
+        else "DO NOTHING"
+    )
+    first = {
+        int(lead_id): connection.ops.adapt_datetimefield_value(when)
+        for lead_id, when in (since or {}).items()
+        if events and when is not None
+    }
     with connection.cursor() as cursor:
         for start in range(0, len(ids), 5000):
             chunk = ids[start : start + 5000]
-            values = ", ".join(["(%s, %s, %s)"] * len(chunk))
-            params = [value for lead_id in chunk for value in (lead_id, at, events)]
+            values = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
+            params = [value for lead_id in chunk for value in (lead_id, at, events, first.get(lead_id))]
             cursor.execute(
-                f"INSERT INTO {table} (lead_id, marked_at, events) VALUES {values} "
+                f"INSERT INTO {table} (lead_id, marked_at, events, events_since) VALUES {values} "
                 f"ON CONFLICT (lead_id) {conflict}",
                 params,
             )
@@ -215,24 +237,38 @@ def leads_mark_dirty_where(*, leads: QuerySet[Lead], now: datetime | None = None
         )
 
 
-def _claim_dirty(limit: int) -> tuple[list[int], list[int]]:
-    """Take up to `limit` dirty leads off the queue, skipping those another tick holds. Returns their
-    ids and, among them, those marked by new events."""
+@dataclass(frozen=True)
+class Claimed:
+    """Dirty leads taken off the queue: their ids, those marked by new events, and for those the
+    earliest new event's time (absent: rebuild the ledger from the first event)."""
+
+    ids: list[int]
+    events: list[int]
+    events_since: dict[int, datetime]
+
+
+def _claim_dirty(limit: int) -> Claimed:
+    """Take up to `limit` dirty leads off the queue, skipping those another tick holds."""
     table = DirtyLead._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"DELETE FROM {table} WHERE lead_id IN (SELECT lead_id FROM {table} ORDER BY lead_id "
-                f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING lead_id, events",
+                f"LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING lead_id, events, events_since",
                 [limit],
             )
             rows = sorted(cursor.fetchall())
         else:
-            cursor.execute(f"SELECT lead_id, events FROM {table} ORDER BY lead_id LIMIT %s", [limit])
-            rows = [(lead_id, bool(events)) for lead_id, events in cursor.fetchall()]
+            rows = list(
+                DirtyLead.objects.order_by("lead_id").values_list("lead_id", "events", "events_since")[:limit]
+            )
             if rows:
-                DirtyLead.objects.filter(lead_id__in=[lead_id for lead_id, _ in rows]).delete()
-    return [lead_id for lead_id, _ in rows], [lead_id for lead_id, events in rows if events]
+                DirtyLead.objects.filter(lead_id__in=[lead_id for lead_id, _, _ in rows]).delete()
+    return Claimed(
+        ids=[lead_id for lead_id, _, _ in rows],
+        events=[lead_id for lead_id, events, _ in rows if events],
+        events_since={lead_id: since for lead_id, events, since in rows if events and since is not None},
+    )
 
 
 # --- Evaluation.
@@ -568,12 +604,15 @@ def pools_evaluate_dirty(*, now: datetime, limit: int = DIRTY_BATCH) -> dict[str
         # Claim and evaluate in one transaction: a crash puts the leads back on the queue. The pools go
         # in order, so an earlier tier's membership is current when a later one reads it.
         with transaction.atomic():
-            ids, with_events = _claim_dirty(limit)
+            claimed = _claim_dirty(limit)
+            ids = claimed.ids
             if not ids:
                 break
             _batch_settings()
             for handler in _DIRTY_HANDLERS:
-                for key, value in handler(ids, now, events=with_events).items():
+                for key, value in handler(
+                    ids, now, events=claimed.events, since=claimed.events_since
+                ).items():
                     totals[key] = totals.get(key, 0) + value
             # Compiled after the claim: a tag created with a change that made a lead dirty is known.
             with _ids_known(pools):

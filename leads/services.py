@@ -776,17 +776,19 @@ def _leads_note_events(events: list[Event]) -> None:
     if not events:
         return
     last: dict[int, datetime] = {}
+    first: dict[int, datetime] = {}
     inbound: dict[int, datetime] = {}
     optout: set[int] = set()
     for event in events:
         lead_id = event.lead_id
         last[lead_id] = max(last.get(lead_id, event.occurred_at), event.occurred_at)
+        first[lead_id] = min(first.get(lead_id, event.occurred_at), event.occurred_at)
         if event.type in INBOUND_EVENT_TYPES:
             inbound[lead_id] = max(inbound.get(lead_id, event.occurred_at), event.occurred_at)
         if event.type == "unsubscribed" and not (event.properties or {}).get("channel"):
             optout.add(lead_id)
     _lead_times_forward(last_event=last, last_inbound=inbound)
-    leads_mark_dirty(lead_ids=last.keys(), events=True)
+    leads_mark_dirty(lead_ids=last.keys(), events=True, since=first)
     if optout:
         Lead.objects.filter(pk__in=optout, do_not_contact=False).update(
             do_not_contact=True, updated_at=timezone_now()

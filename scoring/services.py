@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -222,12 +222,25 @@ def _awarded_sql(rule: ScoringRule, events_sql: str) -> str:
     return f"SELECT w.id, w.lead_id, w.occurred_at, w.n, {awarded} AS awarded FROM ({running}) AS w"
 
 
+def _local_day_start(when: datetime, tz: ZoneInfo) -> datetime:
+    local = when.astimezone(tz)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def _ledger_rebuild(
-    *, scope: Scope, rules: Sequence[ScoringRule], only: Collection[int] | None = None
+    *,
+    scope: Scope,
+    rules: Sequence[ScoringRule],
+    only: Collection[int] | None = None,
+    since: datetime | None = None,
 ) -> int:
     """Rewrite the ledger of the scope's leads from their events, every behaviour rule in one INSERT
     (or only the rules `only` names: one edited rule rewrites its own entries, not everyone's);
-    returns the entries written."""
+    returns the entries written.
+
+    With `since`, only from the local day of `since` on: an event numbers and caps only within its own
+    day, so earlier days' entries cannot have changed (new events came on or after that day). Rules with
+    a cap in total are rebuilt whole, since an event's points there depend on every earlier one."""
     table = ScoreEntry._meta.db_table
     scope_sql, scope_params = scope.where("lead_id")
     if only is not None:
@@ -236,6 +249,15 @@ def _ledger_rebuild(
         rules = [rule for rule in rules if rule.pk in only]
         scope_sql = f"{scope_sql} AND rule_id IN ({', '.join(str(int(pk)) for pk in sorted(only))})"
     tz = ZoneInfo(settings.TIME_ZONE)
+    day_start = _local_day_start(since, tz) if since is not None else None
+    totalled_rules = [
+        rule for rule in rules if rule.kind == ScoringRule.Kind.BEHAVIOUR and rule.cap_total is not None
+    ]
+    if day_start is not None:
+        # Entries of the days before stay; so do those of rules switched off (they do not count).
+        kept = f"at >= %s OR rule_id IN ({', '.join(str(int(r.pk)) for r in totalled_rules) or 'NULL'})"
+        scope_sql = f"{scope_sql} AND ({kept})"
+        scope_params = [*scope_params, _at(day_start)]
     parts: list[str] = []
     params: list[Any] = []
     types: set[str] = set()
@@ -249,6 +271,8 @@ def _ledger_rebuild(
             continue
         types.add(rule.event_type)
         events = Event.objects.filter(type=rule.event_type)
+        if day_start is not None and not totalled:
+            events = events.filter(occurred_at__gte=day_start)
         for key, value in (rule.where or {}).items():
             events = events.filter(**{f"properties__{key}": value})
         events_sql, events_params = _sql(
@@ -280,14 +304,21 @@ def _ledger_rebuild(
         cursor.execute(f"DELETE FROM {LEDGER_TABLE}")
         events_table = Event._meta.db_table
         event_scope, event_scope_params = scope.where("lead_id")
+        event_scope += f" AND type IN ({', '.join(['%s'] * len(types))})"
+        event_scope_params = [*event_scope_params, *sorted(types)]
+        if day_start is not None:
+            # The days from `since` on, and every event of the types a rule capped in total counts.
+            whole_types = sorted({rule.event_type for rule in totalled_rules if rule.active})
+            marks = ", ".join(["%s"] * len(whole_types)) or "NULL"
+            event_scope += f" AND (occurred_at >= %s OR type IN ({marks}))"
+            event_scope_params += [_at(day_start), *whole_types]
         cursor.execute(
             f"WITH {EVENTS_CTE} AS {'MATERIALIZED ' if _pg() else ''}("
-            f"SELECT id, lead_id, type, occurred_at, properties FROM {events_table} "
-            f"WHERE {event_scope} AND type IN ({', '.join(['%s'] * len(types))})) "
+            f"SELECT id, lead_id, type, occurred_at, properties FROM {events_table} WHERE {event_scope}) "
             f"INSERT INTO {LEDGER_TABLE} (lead_id, rule_id, event_id, points, n, at) "
             f"SELECT u.lead_id, u.rule_id, u.event_id, u.points, u.n, u.occurred_at "
             f"FROM ({' UNION ALL '.join(parts)}) AS u",
-            [*event_scope_params, *sorted(types), *params],
+            [*event_scope_params, *params],
         )
         if _pg():
             # Statistics for the planner: without them it joins a 600,000-row batch by nested loops.
@@ -530,11 +561,17 @@ def _record(
 
 
 def scores_update_dirty(
-    lead_ids: list[int], now: datetime, *, events: list[int] | None = None
+    lead_ids: list[int],
+    now: datetime,
+    *,
+    events: list[int] | None = None,
+    since: Mapping[int, datetime] | None = None,
 ) -> dict[str, int]:
     """Rescore the leads marked dirty (called by the pools' incremental evaluation, in the transaction
     that claimed them, before the pools read the scores). The ledger is rebuilt only for `events`, the
-    leads with new events (None: all of them); the others' entries cannot have changed."""
+    leads with new events (None: all of them); the others' entries cannot have changed. A lead in
+    `since` (the earliest of its new events) is rebuilt from that local day on: in a tick that is the
+    day's events, not the lead's whole history."""
     if not lead_ids:
         return {}
     started_at, started = timezone_now(), time.monotonic()
@@ -543,7 +580,15 @@ def scores_update_dirty(
     rebuild = lead_ids if events is None else events
     if rebuild:
         rules = list(ScoringRule.objects.filter(kind=ScoringRule.Kind.BEHAVIOUR, active=True).order_by("pk"))
-        outcome.entries = _ledger_rebuild(scope=Scope(ids=rebuild), rules=rules)
+        since = since or {}
+        whole = [lead_id for lead_id in rebuild if lead_id not in since]
+        recent = [lead_id for lead_id in rebuild if lead_id in since]
+        if whole:
+            outcome.entries += _ledger_rebuild(scope=Scope(ids=whole), rules=rules)
+        if recent:
+            # One statement for all of them, from the earliest of their days.
+            first = min(since[lead_id] for lead_id in recent)
+            outcome.entries += _ledger_rebuild(scope=Scope(ids=recent), rules=rules, since=first)
     outcome.add(_scores_write(scope=scope, now=now, mark_dirty=False))
     if outcome.changed:
         _record(

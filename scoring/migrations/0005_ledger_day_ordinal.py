@@ -8,7 +8,7 @@ def rebuild_due(apps, schema_editor):
     """Entries written so far have no `n`: the next tick rebuilds the ledger of every behaviour rule."""
     now = timezone.now()
     apps.get_model("scoring", "ScoringRule").objects.filter(kind="behaviour").update(changed_at=now)
-    apps.get_model("scoring", "ScoringSettings").objects.filter(pk=1).update(rules_changed_at=now)
+    apps.get_model("scoring", "ScoringSettings").objects.update_or_create(pk=1, defaults={"rules_changed_at": now})
 
 
 class Migration(migrations.Migration):

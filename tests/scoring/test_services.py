@@ -187,6 +187,67 @@ def test_entries_written_before_the_day_ordinal_count_their_own_points():
     assert set(ScoreEntry.objects.filter(lead=lead).values_list("n", "points")) == {(1, 3), (2, 3)}
 
 
+def test_a_new_event_rebuilds_the_ledger_from_its_own_local_day_on():
+    views = _behaviour("阅读内容", "content_viewed", 3, cap_per_day=7)
+    wecom = _behaviour("添加企业微信", "wecom_added", 10, cap_total=10)
+    lead = LeadFactory()
+    before = NOW - timedelta(days=3)
+    _events(
+        lead,
+        ("content_viewed", before, {}),
+        ("content_viewed", before + timedelta(hours=1), {}),
+        ("wecom_added", before, {}),
+    )
+    tick(now=NOW)
+    # A mark on an entry of that day: a rebuild of the day would renumber it (n = 1).
+    first = ScoreEntry.objects.get(rule=views, at=before)
+    ScoreEntry.objects.filter(pk=first.pk).update(n=9)
+
+    _events(
+        lead,
+        ("content_viewed", NOW - timedelta(hours=2), {}),
+        ("content_viewed", NOW - timedelta(hours=1), {}),
+        ("wecom_added", NOW - timedelta(minutes=30), {}),
+    )
+    assert DirtyLead.objects.get(lead=lead).events_since == NOW - timedelta(hours=2)
+    tick(now=NOW + timedelta(minutes=1))
+    assert ScoreEntry.objects.get(pk=first.pk).n == 9  # the day before was not rebuilt
+    today = ScoreEntry.objects.filter(rule=views, at__gte=NOW - timedelta(hours=3)).order_by("at")
+    assert list(today.values_list("n", "points")) == [(1, 3), (2, 3)]
+    # A rule capped in total is rebuilt whole: the second WeCom add earns nothing (no entry).
+    assert list(ScoreEntry.objects.filter(rule=wecom).values_list("at", "points")) == [(before, 10)]
+
+    # A late event of that earlier day: the ledger is rebuilt from that day, in time order.
+    _events(lead, ("content_viewed", before - timedelta(minutes=30), {}))
+    tick(now=NOW + timedelta(minutes=2))
+    day = ScoreEntry.objects.filter(rule=views, at__lt=NOW - timedelta(hours=3)).order_by("at")
+    assert list(day.values_list("n", "points")) == [(1, 3), (2, 3), (3, 1)]
+    assert _score(lead).engagement == 7 + 6 + 10
+
+
+def test_marks_of_new_events_keep_the_earliest_day_and_a_merge_asks_for_everything():
+    from leads.pools import leads_mark_dirty
+
+    lead = LeadFactory()
+    leads_mark_dirty(lead_ids=[lead.pk], since={lead.pk: NOW}, events=True)
+    leads_mark_dirty(lead_ids=[lead.pk], since={lead.pk: NOW - timedelta(days=2)}, events=True)
+    leads_mark_dirty(lead_ids=[lead.pk], since={lead.pk: NOW - timedelta(days=1)}, events=True)
+    leads_mark_dirty(lead_ids=[lead.pk])  # an attribute change on top changes nothing of that
+    row = DirtyLead.objects.get(lead=lead)
+    assert (row.events, row.events_since) == (True, NOW - timedelta(days=2))
+    leads_mark_dirty(lead_ids=[lead.pk], events=True)  # no time: the whole ledger
+    assert DirtyLead.objects.get(lead=lead).events_since is None
+    leads_mark_dirty(lead_ids=[lead.pk], since={lead.pk: NOW}, events=True)
+    assert DirtyLead.objects.get(lead=lead).events_since is None
+    other = LeadFactory()
+    leads_mark_dirty(lead_ids=[other.pk])
+    leads_mark_dirty(lead_ids=[other.pk], since={other.pk: NOW}, events=True)
+    assert (DirtyLead.objects.get(lead=other).events, DirtyLead.objects.get(lead=other).events_since) == (
+        True,
+        NOW,
+    )
+
+
 def test_a_late_event_is_capped_in_time_order():
     _behaviour("阅读内容", "content_viewed", 5, cap_per_day=5)
     lead = LeadFactory()
@@ -482,8 +543,10 @@ def test_editing_one_rule_rewrites_only_its_own_entries():
     assert Lead.objects.get(pk=lead.pk).score == 20
     _events(lead, ("content_viewed", NOW + timedelta(minutes=3), {}))
     tick(now=NOW + timedelta(minutes=4))
-    # The new event rebuilt the lead's ledger, of the active rules only.
-    assert not ScoreEntry.objects.filter(rule=views).exists()
+    # The new event rebuilt the lead's ledger of that day, for the active rules only; the rule's old
+    # entry is left and counts for nothing while it is off.
+    assert ScoreEntry.objects.filter(rule=views).count() == 1
+    assert Lead.objects.get(pk=lead.pk).score == 20
     views.active, views.cap_total = True, None
     scoring_rule_save(rule=views)
     assert scores_due_full(now=NOW + timedelta(minutes=5)) == (True, True)
