@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -561,28 +562,66 @@ def _family(pool: Pool, pools: Sequence[Pool]) -> list[Pool]:
     return [p for p in pools if pool.family and p.family == pool.family]
 
 
+def _batches_at_once(workers: int, batches: int) -> int:
+    """How many batches of a full pass to evaluate at once: several only on PostgreSQL and outside an
+    outer transaction (other connections would not see its writes, and it could not be rolled back)."""
+    if workers <= 1 or batches <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block:
+        return 1
+    return min(workers, batches)
+
+
+def _apply_batch(*, pool: Pool, scope: Scope, target: Q, now: datetime, own_connection: bool) -> Outcome:
+    """One batch of a full pass in its own transaction; on a worker thread, on that thread's own
+    connection, closed afterwards."""
+    try:
+        with transaction.atomic():
+            _batch_settings()
+            return _apply(pool=pool, scope=scope, target=target, now=now)
+    finally:
+        if own_connection:
+            connection.close()
+
+
 def pool_evaluate_full(
-    *, pool: Pool, now: datetime, pools: Sequence[Pool] | None = None, batch: int | None = None
+    *,
+    pool: Pool,
+    now: datetime,
+    pools: Sequence[Pool] | None = None,
+    batch: int | None = None,
+    workers: int | None = None,
 ) -> PoolRun:
-    """Evaluate the pool over every lead, in id ranges of `batch` so each transaction stays bounded.
+    """Evaluate the pool over every lead, in id ranges of `batch` so each transaction stays bounded,
+    `workers` (NURTURE_POOL_FULL_WORKERS) of them at once: the ranges are disjoint, so their
+    transactions touch different rows, and each database connection keeps a core busy.
 
     In a family, the earlier tiers are read by membership: evaluate them first (`pools_in_order`)."""
     pools = list(pools if pools is not None else Pool.objects.filter(active=True))
     batch = batch or settings.NURTURE_POOL_FULL_BATCH
+    workers = settings.NURTURE_POOL_FULL_WORKERS if workers is None else workers
     started_at, started = timezone_now(), time.monotonic()
     family = _family(pool, pools)
     bounds = Lead.objects.aggregate(low=Min("pk"), high=Max("pk"))
     outcome = Outcome(members=0)
     low, high = bounds["low"], bounds["high"]
     if low is not None and high is not None:
-        for start in range(low, high + 1, batch):
-            with _ids_known(pools):
-                target = pool_target(pool=pool, now=now, family=family)
-            with transaction.atomic():
-                _batch_settings()
-                outcome += _apply(
-                    pool=pool, scope=Scope(low=start, high=start + batch), target=target, now=now
-                )
+        scopes = [Scope(low=start, high=start + batch) for start in range(low, high + 1, batch)]
+        # One target per batch, compiled here: a worker thread does not see the ids `_ids_known` holds.
+        with _ids_known(pools):
+            targets = [pool_target(pool=pool, now=now, family=family) for _ in scopes]
+        at_once = _batches_at_once(workers, len(scopes))
+        if at_once == 1:
+            for scope, target in zip(scopes, targets, strict=True):
+                outcome += _apply_batch(pool=pool, scope=scope, target=target, now=now, own_connection=False)
+        else:
+            with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix=f"pool-{pool.slug}") as executor:
+                futures = [
+                    executor.submit(
+                        _apply_batch, pool=pool, scope=scope, target=target, now=now, own_connection=True
+                    )
+                    for scope, target in zip(scopes, targets, strict=True)
+                ]
+                for future in futures:
+                    outcome += future.result()
     _analyze_after(outcome)
     return _record(
         pool=pool,

@@ -157,6 +157,9 @@ NURTURE_POOL_NIGHTLY_HOUR = env_int("NURTURE_POOL_NIGHTLY_HOUR", 3)
 NURTURE_POOL_TIME_EVERY_MINUTES = env_int("NURTURE_POOL_TIME_EVERY_MINUTES", 60)
 # Leads per statement of a pool's full pass: fewer statements are faster, smaller ones lock for less.
 NURTURE_POOL_FULL_BATCH = env_int("NURTURE_POOL_FULL_BATCH", 250_000)
+# Batches of one pool's full pass evaluated at once, each on a database connection of its own
+# (PostgreSQL, outside an outer transaction); 1 = one after the other.
+NURTURE_POOL_FULL_WORKERS = env_int("NURTURE_POOL_FULL_WORKERS", 2)
 
 # Sequences and channels. Channel → adapter (dotted path); a channel not listed, or whose adapter says
 # its settings are missing, skips its touches with reason not_configured.

@@ -9,7 +9,14 @@ from django.test.utils import CaptureQueriesContext
 from django.utils.timezone import now as timezone_now
 
 from leads.models import DirtyLead, Lead, Pool, PoolMembership, PoolRun, StageChange
-from leads.pools import leads_mark_dirty, pool_check, pool_evaluate_full, pools_evaluate_dirty, pools_in_order
+from leads.pools import (
+    _batches_at_once,
+    leads_mark_dirty,
+    pool_check,
+    pool_evaluate_full,
+    pools_evaluate_dirty,
+    pools_in_order,
+)
 from leads.rules import RuleError
 from leads.services import lead_tags_change
 from tests.factories import LeadFactory
@@ -359,3 +366,32 @@ def test_tag_nodes_compile_to_tag_ids_when_known_and_unknown_tags_match_nobody()
     assert [
         set(Lead.objects.filter(rule_compile(r, now=now)).values_list("pk", flat=True)) for r in rules
     ] == found
+
+
+def test_a_full_pass_evaluates_its_batches_at_once_on_connections_of_their_own(transactional_db):
+    if connection.vendor != "postgresql":
+        pytest.skip("batches run at once on PostgreSQL only")
+    Pool.objects.all().delete()
+    now = timezone_now()
+    mil = _pool("mil", {"field": "phone", "op": "is_set", "value": True})
+    leads = [LeadFactory(phone=f"+86139{n:08d}" if n % 3 else None) for n in range(40)]
+    phoned = {lead.pk for lead in leads if lead.phone}
+    assert _batches_at_once(3, 7) == 3  # no outer transaction here: threads, each with a connection
+    run = pool_evaluate_full(pool=mil, now=now, batch=6, workers=3)
+    assert (run.joined, run.left, run.size) == (len(phoned), 0, len(phoned))
+    assert _members(mil) == phoned
+    # Every batch's side effects, once: the stage moves (rl → mil) and their history.
+    assert set(Lead.objects.filter(stage="mil").values_list("pk", flat=True)) == phoned
+    assert StageChange.objects.filter(to_stage="mil").count() == len(phoned)
+    # The same again at once changes nothing; one after the other agrees.
+    Lead.objects.filter(pk__in=sorted(phoned)[:5]).update(phone=None)
+    run = pool_evaluate_full(pool=mil, now=now + timedelta(minutes=1), batch=6, workers=3)
+    assert (run.joined, run.left, run.size) == (0, 5, len(phoned) - 5)
+    assert pool_evaluate_full(pool=mil, now=now + timedelta(minutes=2), batch=6, workers=1).size == run.size
+    # Inside an outer transaction the batches run one after the other on its connection.
+    from django.db import transaction
+
+    with transaction.atomic():
+        assert _batches_at_once(3, 7) == 1
+        Lead.objects.filter(pk=sorted(phoned)[0]).update(phone="+8613900000999")
+        assert pool_evaluate_full(pool=mil, now=now + timedelta(minutes=3), batch=6, workers=3).joined == 1
