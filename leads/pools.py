@@ -499,16 +499,16 @@ def _size_after(*, pool: Pool, kind: str, outcome: Outcome) -> int:
         # The latest run of each kind through the (pool, kind, started_at) index (one query), the later.
         runs = PoolRun.objects.filter(pool=pool).order_by("-started_at")
         latest = {
-            f"{kind}_{field}": Subquery(runs.filter(kind=kind).values(field)[:1])
-            for kind in PoolRun.Kind.values
+            f"{each}_{field}": Subquery(runs.filter(kind=each).values(field)[:1])
+            for each in PoolRun.Kind.values
             for field in ("started_at", "size")
         }
         row = Pool.objects.filter(pk=pool.pk).values(**latest).first() or {}
         previous = max(
             (
-                (row[f"{kind}_started_at"], row[f"{kind}_size"])
-                for kind in PoolRun.Kind.values
-                if row.get(f"{kind}_size") is not None
+                (row[f"{each}_started_at"], row[f"{each}_size"])
+                for each in PoolRun.Kind.values
+                if row.get(f"{each}_size") is not None
             ),
             default=None,
         )

@@ -395,3 +395,31 @@ def test_a_full_pass_evaluates_its_batches_at_once_on_connections_of_their_own(t
         assert _batches_at_once(3, 7) == 1
         Lead.objects.filter(pk=sorted(phoned)[0]).update(phone="+8613900000999")
         assert pool_evaluate_full(pool=mil, now=now + timedelta(minutes=3), batch=6, workers=3).joined == 1
+
+
+def test_an_incremental_run_records_the_size_it_leaves_without_counting_the_pool():
+    now = timezone_now()
+    pool = _pool("manufacturing", {"field": "industry", "op": "eq", "value": "制造"})
+    leads = [LeadFactory(industry="制造") for _ in range(3)] + [LeadFactory(industry="教育")]
+    # No run yet: the first incremental run counts the open rows.
+    leads_mark_dirty(lead_ids=[lead.pk for lead in leads], now=now)
+    pools_evaluate_dirty(now=now)
+    assert PoolRun.objects.get(pool=pool, kind="incremental").size == 3
+    assert pool_evaluate_full(pool=pool, now=now + timedelta(minutes=1)).size == 3
+
+    def incremental(**changes):
+        for pk, industry in changes.items():
+            Lead.objects.filter(pk=leads[int(pk[1:])].pk).update(industry=industry)
+        leads_mark_dirty(lead_ids=[leads[int(pk[1:])].pk for pk in changes], now=now)
+        with CaptureQueriesContext(connection) as queries:
+            pools_evaluate_dirty(now=now + timedelta(minutes=2))
+        counted = 'COUNT(*) AS "__count" FROM "leads_poolmembership"'
+        assert not any(counted in q["sql"] for q in queries.captured_queries)
+        return (
+            PoolRun.objects.filter(pool=pool, kind="incremental").order_by("-started_at", "-id").first().size
+        )
+
+    assert incremental(l3="制造") == 4
+    assert incremental(l0="零售", l1="零售") == 2
+    assert incremental(l0="制造") == 3
+    assert len(_members(pool)) == 3
