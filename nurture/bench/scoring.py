@@ -14,13 +14,7 @@ from django.db import connection, transaction
 from leads.models import Lead
 from nurture.bench.ingest import Figure
 from scoring.models import LeadScore, ScoreEntry, ScoreRun, ScoringRule
-from scoring.services import (
-    _rules_changed,
-    scores_due_full,
-    scores_recompute_all,
-    scores_update_dirty,
-    scoring_rule_save,
-)
+from scoring.services import scores_recompute_all, scores_tick, scores_update_dirty, scoring_rule_save
 
 Log = Callable[[str], None]
 
@@ -114,12 +108,11 @@ def bench_scores(*, now: datetime, leads: int, dirty: int, log: Log) -> list[Fig
 
 
 def _as_the_tick_does(now: datetime) -> ScoreRun:
-    """The scores step of the next tick after an edit: rescore everyone, rebuilding first the ledger of
-    the rules whose edit needs it (`scores_tick`, without its lock)."""
-    due, rebuild = scores_due_full(now=now)
-    if not due:
+    """The scores step of the next tick after an edit (`scores_tick`): everyone rescored, after the
+    ledger of the rules whose edit needs it is rebuilt. Returns the run it recorded."""
+    if not scores_tick(now)["full"]:
         raise RuntimeError("an edited scoring rule left no recomputation due")
-    return scores_recompute_all(now=now, rebuild_ledger=rebuild, rules_changed=_rules_changed())
+    return ScoreRun.objects.filter(kind=ScoreRun.Kind.FULL).latest("started_at")
 
 
 def bench_rule_recount(*, now: datetime, log: Log) -> Figure | None:
