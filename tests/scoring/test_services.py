@@ -93,6 +93,15 @@ def test_fit_rules_give_points_and_grade_while_the_lead_meets_them():
     scores_recompute_all(now=NOW + timedelta(minutes=1))
     assert (_score(director).fit, _score(director).grade) == (20, "B")
 
+    # Editing a fit rule rescores everyone at the next tick; fit rules have no ledger to rebuild.
+    tick(now=NOW + timedelta(minutes=2))
+    title = ScoringRule.objects.get(name="决策层")
+    title.points = 30
+    scoring_rule_save(rule=title)
+    assert scores_due_full(now=NOW + timedelta(minutes=3)) == (True, False)
+    tick(now=NOW + timedelta(minutes=3))
+    assert _score(director).fit == 30
+
 
 def test_behaviour_points_decay_with_the_half_life():
     _behaviour("下载白皮书", "content_viewed", 10, where={"form": "whitepaper"}, half_life_days=10)
